@@ -1,0 +1,83 @@
+//! One `Config` for the whole app: command-line flags, then environment, then defaults.
+
+use crate::cdn::PurgeConfig;
+use std::time::Duration;
+
+/// Default database: an embedded SQLite file under `data/`, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/cdn-invalidator.db";
+
+/// Options of `cdn-invalidator serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CDN_INVALIDATOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Secret the session cookie key is derived from (at least 32 bytes). Generated and kept
+    /// in the database when unset.
+    #[arg(long, env = "CDN_INVALIDATOR_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Most URLs one invalidation may hold.
+    #[arg(long, env = "CDN_INVALIDATOR_MAX_URLS", default_value_t = 10_000)]
+    pub max_urls: usize,
+    /// Mark the session cookie `Secure` (set when users reach the app over https).
+    #[arg(long, env = "CDN_INVALIDATOR_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Attempts per URL before it is reported failed.
+    #[arg(long, env = "CDN_INVALIDATOR_PURGE_ATTEMPTS", default_value_t = 5)]
+    pub purge_attempts: u32,
+    /// Requests in flight at once per purge node.
+    #[arg(long, env = "CDN_INVALIDATOR_PURGE_CONCURRENCY", default_value_t = 8)]
+    pub purge_concurrency: usize,
+    /// Time limit of one purge request, in seconds.
+    #[arg(long, env = "CDN_INVALIDATOR_PURGE_TIMEOUT", default_value_t = 10)]
+    pub purge_timeout: u64,
+    /// First retry delay in milliseconds (doubles with each retry, with jitter).
+    #[arg(long, env = "CDN_INVALIDATOR_PURGE_BACKOFF_MS", default_value_t = 500)]
+    pub purge_backoff_ms: u64,
+}
+
+/// Everything the application needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub secret: Option<String>,
+    pub max_urls: usize,
+    pub secure_cookies: bool,
+    pub purge: PurgeConfig,
+    /// Start the background purge worker (tests may drive it themselves instead).
+    pub run_worker: bool,
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs, database_url: String) -> Self {
+        Self {
+            listen: args.listen,
+            database_url,
+            secret: args.secret,
+            max_urls: args.max_urls.max(1),
+            secure_cookies: args.secure_cookies,
+            purge: PurgeConfig {
+                max_attempts: args.purge_attempts.max(1),
+                backoff_base: Duration::from_millis(args.purge_backoff_ms),
+                concurrency: args.purge_concurrency.max(1),
+                timeout: Duration::from_secs(args.purge_timeout.max(1)),
+                ..PurgeConfig::default()
+            },
+            run_worker: true,
+        }
+    }
+
+    /// Defaults for a given database: what tests start from.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            database_url: database_url.into(),
+            secret: None,
+            max_urls: 10_000,
+            secure_cookies: false,
+            purge: PurgeConfig::default(),
+            run_worker: true,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Pure logic: no I/O, no HTTP, no SQL. Everything here is unit and property tested.
+
+pub mod asset;
+pub mod catalogue;
+pub mod estimate;
+pub mod publish_server;
+pub mod settings;
+pub mod template;
+pub mod url_list;
+
+pub use asset::{AssetId, AssetKind};
+pub use publish_server::PublishServer;
+pub use template::InvalidationTemplate;

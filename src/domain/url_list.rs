@@ -1,0 +1,218 @@
+//! The URL list a user submits with Continue: parsed and validated line by line.
+
+use url::Url;
+
+/// Longest URL accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 4096;
+
+/// Hosts a user may invalidate: the publish server's host plus the allowed hosts.
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    hosts: Vec<String>,
+}
+
+impl HostPolicy {
+    pub fn new<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            hosts: hosts
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.hosts.contains(&host)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
+
+/// A problem with one line of the user's list (1-based line number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// A list that passed validation: absolute, allowed, distinct URLs in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlList {
+    pub urls: Vec<Url>,
+    /// Lines dropped because they repeated an earlier URL.
+    pub duplicates_dropped: usize,
+}
+
+/// Why a list was refused: per-line errors, or a whole-list problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlListErrors {
+    pub lines: Vec<UrlError>,
+    pub list: Option<String>,
+    pub duplicates_dropped: usize,
+}
+
+/// Message shown when nothing was entered (wording from Dynamic Media).
+pub const NO_URLS: &str = "No URLs entered to be invalidated.";
+
+fn check_line(line: &str, hosts: &HostPolicy) -> Result<Url, String> {
+    if line.len() > MAX_URL_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_URL_BYTES} bytes are allowed.",
+            line.len()
+        ));
+    }
+    let url = Url::parse(line).map_err(|e| format!("is not an absolute URL ({e})."))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "uses {}:, only http and https URLs can be invalidated.",
+            url.scheme()
+        ));
+    }
+    if url.fragment().is_some() || line.contains('#') {
+        return Err("contains a fragment (#…); CDNs cache without it, remove it.".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("contains a user name or password.".into());
+    }
+    let host = url.host_str().unwrap_or_default();
+    if !hosts.allows(host) {
+        return Err(if hosts.is_empty() {
+            format!(
+                "host {host} is not allowed: no Publish Server Name or allowed hosts are set (ask an admin)."
+            )
+        } else {
+            format!("host {host} is neither the publish server nor an allowed host.")
+        });
+    }
+    Ok(url)
+}
+
+/// Validates the textarea's content. Blank lines are ignored, duplicates dropped.
+pub fn parse(text: &str, hosts: &HostPolicy, max_urls: usize) -> Result<UrlList, UrlListErrors> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut urls = Vec::new();
+    let mut duplicates_dropped = 0;
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match check_line(line, hosts) {
+            Ok(url) => {
+                if seen.insert(url.as_str().to_string()) {
+                    urls.push(url);
+                } else {
+                    duplicates_dropped += 1;
+                }
+            }
+            Err(reason) => errors.push(UrlError {
+                line: index + 1,
+                reason,
+            }),
+        }
+    }
+    let list = if urls.is_empty() && errors.is_empty() {
+        Some(NO_URLS.to_string())
+    } else if urls.len() > max_urls {
+        Some(format!(
+            "{} URLs entered; at most {max_urls} can be invalidated at once. Split the list.",
+            urls.len()
+        ))
+    } else {
+        None
+    };
+    if errors.is_empty() && list.is_none() {
+        Ok(UrlList {
+            urls,
+            duplicates_dropped,
+        })
+    } else {
+        Err(UrlListErrors {
+            lines: errors,
+            list,
+            duplicates_dropped,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy() -> HostPolicy {
+        HostPolicy::new(["server.com", "cdn.example.org"])
+    }
+
+    #[test]
+    fn accepts_allowed_hosts_and_drops_duplicates_and_blank_lines() {
+        let text = "\n https://server.com/is/image/a?$p$ \n\nhttp://CDN.example.org/x\nhttps://server.com/is/image/a?$p$\n";
+        let list = parse(text, &policy(), 10).unwrap();
+        let urls: Vec<&str> = list.urls.iter().map(Url::as_str).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://server.com/is/image/a?$p$",
+                "http://cdn.example.org/x"
+            ]
+        );
+        assert_eq!(list.duplicates_dropped, 1);
+    }
+
+    #[test]
+    fn empty_input_says_no_urls_entered() {
+        let err = parse("  \n\n", &policy(), 10).unwrap_err();
+        assert_eq!(err.list.as_deref(), Some(NO_URLS));
+        assert!(err.lines.is_empty());
+    }
+
+    #[test]
+    fn each_bad_line_is_reported_with_its_number() {
+        let long = format!("https://server.com/{}", "a".repeat(MAX_URL_BYTES));
+        let text = format!(
+            "https://server.com/ok\n/relative\nftp://server.com/x\nhttps://server.com/a#frag\nhttps://u:p@server.com/x\nhttps://evil.com/x\n{long}"
+        );
+        let err = parse(&text, &policy(), 10).unwrap_err();
+        let lines: Vec<usize> = err.lines.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 6, 7]);
+        assert!(err.lines[0].reason.contains("absolute"));
+        assert!(err.lines[1].reason.contains("ftp"));
+        assert!(err.lines[2].reason.contains("fragment"));
+        assert!(err.lines[3].reason.contains("user name"));
+        assert!(err.lines[4].reason.contains("evil.com"));
+        assert!(err.lines[5].reason.contains("bytes"));
+    }
+
+    #[test]
+    fn too_many_urls_is_a_list_error() {
+        let text: String = (0..11)
+            .map(|i| format!("https://server.com/{i}\n"))
+            .collect();
+        let err = parse(&text, &policy(), 10).unwrap_err();
+        assert!(err.list.unwrap().contains("at most 10"));
+        assert!(parse(&text, &policy(), 11).is_ok());
+    }
+
+    #[test]
+    fn without_any_host_policy_every_url_is_refused() {
+        let err = parse("https://server.com/x", &HostPolicy::default(), 10).unwrap_err();
+        assert!(err.lines[0].reason.contains("no Publish Server Name"));
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_urls_are_always_allowed_http_urls(text in "(https?://(server\\.com|evil\\.com)/[a-z#?]{0,5}\n|[ a-z:/]{0,12}\n){0,12}") {
+            if let Ok(list) = parse(&text, &policy(), 100) {
+                for url in &list.urls {
+                    prop_assert!(url.scheme() == "http" || url.scheme() == "https");
+                    prop_assert_eq!(url.host_str(), Some("server.com"));
+                    prop_assert!(url.fragment().is_none());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! First-run setup, login and logout.
+
+use super::{render, see_other};
+use crate::error::AppError;
+use crate::password;
+use crate::session::{CsrfForm, CurrentUser, TypedSession};
+use crate::startup::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use askama_web::WebTemplate;
+use serde::Deserialize;
+
+pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    state.store.ping().await?;
+    Ok(HttpResponse::Ok().content_type("text/plain").body("ok"))
+}
+
+/// `/` goes to the asset list (or to setup on a fresh install).
+pub async fn home(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    Ok(if state.store.count_users().await? == 0 {
+        see_other("/setup")
+    } else {
+        see_other("/assets")
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup.html")]
+pub struct SetupPage {
+    csrf: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    csrf: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn setup_is_open(state: &AppState) -> Result<(), AppError> {
+    if state.store.count_users().await? == 0 {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(
+            "Setup is done: an admin account exists. Log in instead.".into(),
+        ))
+    }
+}
+
+pub async fn setup_form(
+    state: web::Data<AppState>,
+    session: TypedSession,
+) -> Result<SetupPage, AppError> {
+    setup_is_open(&state).await?;
+    Ok(SetupPage {
+        csrf: session.csrf_token()?,
+        username: String::new(),
+        error: None,
+    })
+}
+
+/// Checks a new account's name; the reason is shown to the admin.
+pub fn check_username(username: &str) -> Result<(), String> {
+    let n = username.chars().count();
+    if n == 0 || n > 64 {
+        Err("The user name must have 1 to 64 characters.".into())
+    } else if username
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        Err("The user name must not contain spaces or control characters.".into())
+    } else {
+        Ok(())
+    }
+}
+
+pub async fn setup(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    CsrfForm(form): CsrfForm<Credentials>,
+) -> Result<HttpResponse, AppError> {
+    setup_is_open(&state).await?;
+    let username = form.username.trim().to_string();
+    if let Err(error) = check_username(&username).and_then(|()| password::check_new(&form.password))
+    {
+        let page = SetupPage {
+            csrf: session.csrf_token()?,
+            username,
+            error: Some(error),
+        };
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let pw = form.password;
+    let hash = password::spawn_blocking(move || password::hash(&pw)).await?;
+    let Some(id) = state.store.create_first_admin(&username, &hash).await? else {
+        return Err(AppError::NotFound(
+            "Setup is done: an admin account exists.".into(),
+        ));
+    };
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("new user vanished"))?;
+    session.log_in(&user)?;
+    tracing::info!(username = %user.username, "first admin created");
+    Ok(see_other("/settings"))
+}
+
+pub async fn login_form(
+    state: web::Data<AppState>,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    if state.store.count_users().await? == 0 {
+        return Ok(see_other("/setup"));
+    }
+    let page = LoginPage {
+        csrf: session.csrf_token()?,
+        username: String::new(),
+        error: None,
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    CsrfForm(form): CsrfForm<Credentials>,
+) -> Result<HttpResponse, AppError> {
+    let username = form.username.trim().to_string();
+    let user = state.store.find_user_by_name(&username).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let pw = form.password;
+    // Unknown users are checked against a dummy hash so both take the same time.
+    let valid = password::spawn_blocking(move || password::verify(&pw, stored.as_deref())).await;
+    match user {
+        Some(user) if valid && !user.disabled => {
+            session.log_in(&user)?;
+            tracing::info!(username = %user.username, "logged in");
+            Ok(see_other("/assets"))
+        }
+        found => {
+            let error = if valid && found.is_some_and(|u| u.disabled) {
+                "This account is disabled. Ask an admin to enable it."
+            } else {
+                "Wrong user name or password."
+            };
+            tracing::info!(%username, "login refused");
+            let page = LoginPage {
+                csrf: session.csrf_token()?,
+                username,
+                error: Some(error.into()),
+            };
+            render(StatusCode::UNAUTHORIZED, &page)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+pub async fn logout(current: CurrentUser, CsrfForm(_): CsrfForm<Empty>) -> HttpResponse {
+    current.session.log_out();
+    see_other("/login")
+}

@@ -1,0 +1,132 @@
+//! One module per page. Handlers are thin: parse → domain → store → template.
+
+mod assets;
+pub(crate) mod auth;
+mod invalidate;
+mod invalidations;
+mod settings;
+mod static_files;
+mod users;
+
+use crate::error::AppError;
+use crate::session::CurrentUser;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+pub use auth::check_username;
+
+/// Registers every route. `tests/` keeps a table of them; a route added here must be added there.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(auth::healthz))
+        .route("/static/{file}", web::get().to(static_files::serve))
+        .route("/", web::get().to(auth::home))
+        .route("/setup", web::get().to(auth::setup_form))
+        .route("/setup", web::post().to(auth::setup))
+        .route("/login", web::get().to(auth::login_form))
+        .route("/login", web::post().to(auth::login))
+        .route("/logout", web::post().to(auth::logout))
+        .route("/settings", web::get().to(settings::show))
+        .route("/settings", web::post().to(settings::save))
+        .route("/settings/preview", web::get().to(settings::preview))
+        .route("/users", web::get().to(users::list))
+        .route("/users", web::post().to(users::change))
+        .route("/assets", web::get().to(assets::list))
+        .route("/assets/import", web::post().to(assets::import))
+        .route("/invalidate", web::get().to(invalidate::blank))
+        .route("/invalidate", web::post().to(invalidate::from_assets))
+        .route("/invalidations", web::post().to(invalidate::submit))
+        .route("/invalidations", web::get().to(invalidations::history))
+        .route("/invalidations/{id}", web::get().to(invalidations::show))
+        .route(
+            "/invalidations/{id}/retry",
+            web::post().to(invalidations::retry),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound(
+        "There is no page at this address.".into(),
+    ))
+}
+
+/// What every page's header needs.
+pub struct Nav {
+    pub username: String,
+    pub is_admin: bool,
+    pub csrf: String,
+}
+
+impl From<&CurrentUser> for Nav {
+    fn from(current: &CurrentUser) -> Self {
+        Self {
+            username: current.user.username.clone(),
+            is_admin: current.is_admin(),
+            csrf: current.csrf.clone(),
+        }
+    }
+}
+
+/// Renders a template with a status other than 200 (422 forms, 403 pages).
+pub fn render(status: StatusCode, page: &impl Template) -> Result<HttpResponse, AppError> {
+    let body = page.render().map_err(|e| AppError::Internal(e.into()))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
+
+/// 303 See Other to `location`.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .finish()
+}
+
+/// A stored time for people: "2026-11-24 22:09:05 UTC".
+pub fn fmt_time(millis: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
+/// Page links: numbers 1..=pages with the query string for each.
+pub struct Pager {
+    pub page: i64,
+    pub pages: i64,
+    pub total: i64,
+    pub links: Vec<(i64, String)>,
+}
+
+impl Pager {
+    pub const PER_PAGE: i64 = 50;
+
+    /// `href(page)` builds the link for a page number.
+    pub fn new(page: i64, total: i64, href: impl Fn(i64) -> String) -> Self {
+        let pages = ((total + Self::PER_PAGE - 1) / Self::PER_PAGE).max(1);
+        let page = page.clamp(1, pages);
+        // Show the first, last and a window around the current page.
+        let links = (1..=pages)
+            .filter(|p| *p == 1 || *p == pages || (p - page).abs() <= 3)
+            .map(|p| (p, href(p)))
+            .collect();
+        Self {
+            page,
+            pages,
+            total,
+            links,
+        }
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * Self::PER_PAGE
+    }
+}
+
+/// Percent-encodes a query-string value.
+pub fn q(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

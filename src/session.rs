@@ -1,0 +1,210 @@
+//! The typed session, the logged-in user extractors and CSRF checks.
+
+use crate::error::AppError;
+use crate::startup::AppState;
+use crate::store::{Role, User};
+use actix_session::{Session, SessionExt};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::pin::Pin;
+
+const USER_ID: &str = "user_id";
+const EPOCH: &str = "epoch";
+const CSRF: &str = "csrf";
+
+/// Name of the hidden field every POST form carries.
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// A random token as hex.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session with typed accessors.
+pub struct TypedSession(Session);
+
+impl TypedSession {
+    /// The CSRF token of this session, created on first use.
+    pub fn csrf_token(&self) -> Result<String, AppError> {
+        if let Some(token) = self.0.get::<String>(CSRF)? {
+            return Ok(token);
+        }
+        let token = random_token(32);
+        self.0.insert(CSRF, &token)?;
+        Ok(token)
+    }
+
+    /// True when `submitted` is this session's CSRF token (compared in constant time).
+    pub fn csrf_matches(&self, submitted: &str) -> bool {
+        match self.0.get::<String>(CSRF) {
+            Ok(Some(token)) => {
+                token.len() == submitted.len()
+                    && token
+                        .bytes()
+                        .zip(submitted.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Fails with 403 unless `submitted` is this session's CSRF token.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
+        if self.csrf_matches(submitted) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "The form has expired or did not come from this site (missing or wrong CSRF token). Reload the page and try again."
+                    .into(),
+            ))
+        }
+    }
+
+    /// Starts a fresh session for `user` (new id, new CSRF token).
+    pub fn log_in(&self, user: &User) -> Result<(), AppError> {
+        self.0.renew();
+        self.0.clear();
+        self.0.insert(USER_ID, user.id)?;
+        self.0.insert(EPOCH, user.session_epoch)?;
+        self.0.insert(CSRF, random_token(32))?;
+        Ok(())
+    }
+
+    pub fn log_out(&self) {
+        self.0.purge();
+    }
+
+    fn user_ref(&self) -> Option<(i64, i64)> {
+        let id = self.0.get::<i64>(USER_ID).ok()??;
+        let epoch = self.0.get::<i64>(EPOCH).ok()??;
+        Some((id, epoch))
+    }
+}
+
+impl FromRequest for TypedSession {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self(req.get_session())))
+    }
+}
+
+/// True when the client asked for JSON.
+pub fn wants_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// The logged-in, enabled user whose session is current; otherwise login is required.
+pub struct CurrentUser {
+    pub user: User,
+    pub csrf: String,
+    pub session: TypedSession,
+}
+
+impl CurrentUser {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+}
+
+impl FromRequest for CurrentUser {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let json = wants_json(&req);
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState registered")
+                .clone();
+            let session = TypedSession(req.get_session());
+            let Some((id, epoch)) = session.user_ref() else {
+                return Err(AppError::LoginRequired { json });
+            };
+            match state.store.get_user(id).await? {
+                Some(user) if !user.disabled && user.session_epoch == epoch => {
+                    let csrf = session.csrf_token()?;
+                    Ok(Self {
+                        user,
+                        csrf,
+                        session,
+                    })
+                }
+                _ => {
+                    session.log_out();
+                    Err(AppError::LoginRequired { json })
+                }
+            }
+        })
+    }
+}
+
+/// A logged-in admin; a plain user gets 403.
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequest for AdminUser {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let current = CurrentUser::from_request(req, payload);
+        Box::pin(async move {
+            let current = current.await?;
+            if current.is_admin() {
+                Ok(Self(current))
+            } else {
+                Err(AppError::Forbidden("This page is for admins only.".into()))
+            }
+        })
+    }
+}
+
+/// A urlencoded form whose `csrf_token` matched the session (else 403). Repeated fields
+/// (`asset_id=a&asset_id=b`) deserialize into `Vec`s.
+pub struct CsrfForm<T>(pub T);
+
+#[derive(serde::Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::Bytes::from_request(req, payload);
+        let session = TypedSession(req.get_session());
+        Box::pin(async move {
+            let body = body.await.map_err(|e| {
+                if e.as_response_error().status_code()
+                    == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                {
+                    AppError::PayloadTooLarge("The form is larger than this server accepts.".into())
+                } else {
+                    AppError::BadRequest(format!("The form could not be read: {e}"))
+                }
+            })?;
+            let token: CsrfOnly = serde_html_form::from_bytes(&body).unwrap_or(CsrfOnly {
+                csrf_token: String::new(),
+            });
+            session.check_csrf(&token.csrf_token)?;
+            serde_html_form::from_bytes(&body)
+                .map(CsrfForm)
+                .map_err(|e| AppError::BadRequest(format!("The form is incomplete: {e}")))
+        })
+    }
+}

@@ -1,0 +1,178 @@
+use super::{Result, Store, StoreError, is_unique_violation, now_millis};
+use sqlx::Row;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(Self::Admin),
+            "user" => Some(Self::User),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+        }
+    }
+}
+
+/// An account.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub session_epoch: i64,
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, role, disabled, session_epoch";
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: Role::parse(row.try_get::<&str, _>("role")?).unwrap_or(Role::User),
+        disabled: row.try_get("disabled")?,
+        session_epoch: row.try_get("session_epoch")?,
+    })
+}
+
+impl Store {
+    #[tracing::instrument(skip(self))]
+    pub async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Creates a user; a taken name is a [`StoreError::Conflict`].
+    #[tracing::instrument(skip(self, password_hash))]
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("A user named \"{username}\" already exists."))
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// Creates the first admin only while there is no user at all (atomically).
+    #[tracing::instrument(skip(self, password_hash))]
+    pub async fn create_first_admin(
+        &self,
+        username: &str,
+        password_hash: &str,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_at)
+             SELECT $1, $2, 'admin', $3 WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(now_millis())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<User>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn get_user(&self, id: i64) -> Result<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Number of enabled admins: the last one may not be demoted or disabled.
+    pub async fn count_enabled_admins(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn set_role(&self, id: i64, role: Role) -> Result<()> {
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Disabling also ends the user's open sessions (the epoch moves on).
+    #[tracing::instrument(skip(self))]
+    pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET disabled = $1, session_epoch = session_epoch + 1 WHERE id = $2",
+        )
+        .bind(disabled)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A new password ends the user's open sessions.
+    #[tracing::instrument(skip(self, password_hash))]
+    pub async fn set_password(&self, id: i64, password_hash: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE id = $2",
+        )
+        .bind(password_hash)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+// Progressive enhancement only: every page works without this file.
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  // Assets: the select-all box ticks every asset on the page.
+  const all = document.getElementById("select-all");
+  if (all) {
+    const boxes = () => document.querySelectorAll('input[name="asset_id"]');
+    all.addEventListener("change", () => boxes().forEach((b) => { b.checked = all.checked; }));
+  }
+
+  // Settings: live preview of the template as the admin types.
+  const form = document.getElementById("settings-form");
+  if (form) {
+    let timer = null;
+    const refresh = async () => {
+      const params = new URLSearchParams();
+      for (const name of ["publish_server", "template", "allowed_hosts"]) {
+        params.set(name, form.elements[name].value);
+      }
+      const res = await fetch("/settings/preview?" + params, { credentials: "same-origin" });
+      if (res.ok) {
+        const html = await res.text();
+        const doc = new DOMParser().parseFromString(html, "text/html");
+        const fresh = doc.getElementById("preview");
+        const old = document.getElementById("preview");
+        if (fresh && old) old.replaceWith(fresh);
+      }
+    };
+    form.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 250);
+    });
+  }
+
+  // Invalidation: live progress from the JSON view; reload once finished to show the result.
+  const box = document.getElementById("invalidation");
+  if (box && !["succeeded", "partially_failed", "failed"].includes(box.dataset.status)) {
+    const id = box.dataset.id;
+    const tick = async () => {
+      try {
+        const res = await fetch("/invalidations/" + id, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        if (res.ok) {
+          const inv = await res.json();
+          const done = inv.succeeded + inv.failed;
+          document.getElementById("progress").value = done;
+          document.getElementById("done-count").textContent = done;
+          document.getElementById("succeeded-count").textContent = inv.succeeded;
+          document.getElementById("failed-count").textContent = inv.failed;
+          document.getElementById("status").textContent = inv.status === "running" ? "Running" : inv.status;
+          if (["succeeded", "partially_failed", "failed"].includes(inv.status)) {
+            window.location.reload();
+            return;
+          }
+        }
+      } catch (e) {
+        // Network hiccup: try again on the next tick.
+      }
+      setTimeout(tick, 1000);
+    };
+    setTimeout(tick, 500);
+  }
+});
