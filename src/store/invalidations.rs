@@ -174,17 +174,13 @@ impl Store {
         new: &NewInvalidation,
         estimate: impl FnOnce(i64) -> i64,
     ) -> Result<i64> {
+        // Writing first takes SQLite's write lock at once, so two racing submits queue up
+        // instead of failing to upgrade a read transaction.
         let mut tx = self.pool.begin().await?;
-        let ahead: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
-             WHERE i.status IN ('queued', 'running') AND x.status IN ('queued', 'retrying')",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO invalidations (created_by, created_at, idempotency_key, status, provider,
                  provider_settings, total, duplicates_dropped, estimated_seconds, retry_of)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) RETURNING id",
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, 0, $8) RETURNING id",
         )
         .bind(new.created_by)
         .bind(now_millis())
@@ -193,7 +189,6 @@ impl Store {
         .bind(&new.provider_settings)
         .bind(new.urls.len() as i64)
         .bind(new.duplicates_dropped as i64)
-        .bind(estimate(ahead))
         .bind(new.retry_of)
         .fetch_one(&mut *tx)
         .await;
@@ -208,6 +203,18 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        let ahead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
+             WHERE i.id < $1 AND i.status IN ('queued', 'running') AND x.status IN ('queued', 'retrying')",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE invalidations SET estimated_seconds = $2 WHERE id = $1")
+            .bind(id)
+            .bind(estimate(ahead))
+            .execute(&mut *tx)
+            .await?;
         // Multi-row inserts keep 10,000 URLs to a handful of statements.
         for (chunk_index, chunk) in new.urls.chunks(300).enumerate() {
             let mut qb = sqlx::QueryBuilder::new(

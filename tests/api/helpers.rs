@@ -1,0 +1,315 @@
+//! Test harness: the real app on a random port with a fresh database, and a cookie-keeping
+//! "browser" that scrapes CSRF tokens from forms and checks HTML through CSS selectors.
+
+use cdn_invalidator::config::Config;
+use cdn_invalidator::startup::Application;
+use reqwest::StatusCode;
+use scraper::{Html, Selector};
+use std::sync::Once;
+use std::time::Duration;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+static TRACING: Once = Once::new();
+
+/// Logs from the app only when `TEST_LOG` is set.
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    /// Keeps the database directory alive as long as the app.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the app with fast retries, as tests want.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::with_database(database_url);
+    config.purge.backoff_base = Duration::from_millis(20);
+    config.purge.backoff_max = Duration::from_millis(200);
+    config.purge.timeout = Duration::from_secs(3);
+    config
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = format!("sqlite://{}/test.db", dir.path().display());
+    let mut config = test_config(&database_url);
+    adjust(&mut config);
+    start(config, dir).await
+}
+
+pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
+    let database_url = config.database_url.clone();
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        database_url,
+        dir,
+    }
+}
+
+impl TestApp {
+    /// A new browser with its own cookie jar.
+    pub fn browser(&self) -> Browser {
+        Browser {
+            base: self.address.clone(),
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Runs first-run setup and returns the admin's browser, logged in.
+    pub async fn admin(&self) -> Browser {
+        let b = self.browser();
+        let token = b.csrf_from("/setup").await;
+        let r = b
+            .post_form(
+                "/setup",
+                &[
+                    ("username", ADMIN),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "setup failed");
+        b
+    }
+
+    /// Adds a plain user through the admin's Users page and returns that user's browser, logged in.
+    pub async fn user(&self, admin: &Browser, name: &str) -> Browser {
+        let password = format!("{name}-password");
+        let token = admin.csrf_from("/users").await;
+        let r = admin
+            .post_form(
+                "/users",
+                &[
+                    ("action", "add"),
+                    ("username", name),
+                    ("password", &password),
+                    ("role", "user"),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "adding user failed");
+        let b = self.browser();
+        assert_eq!(
+            b.login(name, &password).await.status(),
+            StatusCode::SEE_OTHER
+        );
+        b
+    }
+}
+
+pub struct Browser {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+pub fn sel(css: &str) -> Selector {
+    Selector::parse(css).unwrap_or_else(|e| panic!("bad selector {css}: {e:?}"))
+}
+
+/// Text of every element matching `css`, trimmed.
+pub fn texts(html: &Html, css: &str) -> Vec<String> {
+    html.select(&sel(css))
+        .map(|e| e.text().collect::<String>().trim().to_string())
+        .collect()
+}
+
+/// An attribute of the first element matching `css`.
+pub fn attr(html: &Html, css: &str, name: &str) -> Option<String> {
+    html.select(&sel(css))
+        .next()
+        .and_then(|e| e.value().attr(name))
+        .map(str::to_string)
+}
+
+impl Browser {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("GET json")
+    }
+
+    /// GETs a page, asserting 200, and parses it.
+    pub async fn page(&self, path: &str) -> Html {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        Html::parse_document(&r.text().await.unwrap())
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let body = serde_html_form::to_string(fields).unwrap();
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// The CSRF token from the first form on `path`.
+    pub async fn csrf_from(&self, path: &str) -> String {
+        let html = self.page(path).await;
+        attr(&html, "input[name=csrf_token]", "value").expect("page has a csrf_token field")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        let token = self.csrf_from("/login").await;
+        self.post_form(
+            "/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Saves settings as an admin; returns the response (303 on success, 422 on errors).
+    pub async fn save_settings(
+        &self,
+        publish_server: &str,
+        template: &str,
+        purge_nodes: &str,
+        allowed_hosts: &str,
+    ) -> reqwest::Response {
+        let token = self.csrf_from("/settings").await;
+        self.post_form(
+            "/settings",
+            &[
+                ("publish_server", publish_server),
+                ("template", template),
+                ("purge_nodes", purge_nodes),
+                ("allowed_hosts", allowed_hosts),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Uploads a catalogue CSV through the assets page.
+    pub async fn import_csv(&self, csv: &str) -> reqwest::Response {
+        let token = self.csrf_from("/assets").await;
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", token)
+            .part(
+                "file",
+                reqwest::multipart::Part::text(csv.to_string()).file_name("assets.csv"),
+            );
+        self.client
+            .post(format!("{}/assets/import", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .expect("import")
+    }
+
+    /// Ticks `asset_ids` on the assets page and presses Invalidate CDN; returns the page shown.
+    pub async fn open_invalidate(&self, asset_ids: &[&str]) -> (StatusCode, Html) {
+        let token = self.csrf_from("/assets").await;
+        let mut fields: Vec<(&str, &str)> = asset_ids.iter().map(|id| ("asset_id", *id)).collect();
+        fields.push(("csrf_token", &token));
+        let r = self.post_form("/invalidate", &fields).await;
+        let status = r.status();
+        (status, Html::parse_document(&r.text().await.unwrap()))
+    }
+
+    /// Presses Continue on an Invalidate CDN page with `urls` in the textarea.
+    pub async fn continue_with(&self, page: &Html, urls: &str) -> reqwest::Response {
+        let token = attr(page, "input[name=csrf_token]", "value").unwrap();
+        let key =
+            attr(page, "input[name=idempotency_key]", "value").expect("idempotency_key field");
+        self.post_form(
+            "/invalidations",
+            &[
+                ("urls", urls),
+                ("idempotency_key", &key),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Opens a blank Invalidate CDN page, pastes `urls`, presses Continue; returns the invalidation id.
+    pub async fn invalidate_urls(&self, urls: &str) -> i64 {
+        let page = self.page("/invalidate").await;
+        let r = self.continue_with(&page, urls).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "Continue refused: {}",
+            r.text().await.unwrap()
+        );
+        invalidation_id(&r)
+    }
+
+    /// Polls the JSON view until the invalidation is finished (at most 30 s).
+    pub async fn wait_finished(&self, id: i64) -> serde_json::Value {
+        for _ in 0..600 {
+            let json: serde_json::Value = self
+                .get_json(&format!("/invalidations/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if ["succeeded", "partially_failed", "failed"]
+                .contains(&json["status"].as_str().unwrap())
+            {
+                return json;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("invalidation {id} did not finish");
+    }
+}
+
+/// The id in a `Location: /invalidations/{id}` redirect.
+pub fn invalidation_id(r: &reqwest::Response) -> i64 {
+    let location = r
+        .headers()
+        .get("location")
+        .expect("redirect")
+        .to_str()
+        .unwrap();
+    location
+        .strip_prefix("/invalidations/")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected redirect {location}"))
+}

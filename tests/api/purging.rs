@@ -1,0 +1,315 @@
+use crate::helpers::*;
+use crate::purge_node::PurgeNode;
+use crate::varnish::{Origin, Varnish};
+use reqwest::StatusCode;
+
+/// The whole flow against a real Varnish: cached (hit), origin changes, user invalidates the
+/// asset through the UI, next fetch is a miss with the new content.
+#[tokio::test]
+async fn invalidating_an_asset_empties_a_real_varnish_cache() {
+    let origin = Origin::start().await;
+    let varnish = Varnish::start(origin.port).await;
+    let server = format!("http://127.0.0.1:{}", varnish.port);
+    let path = "/is/image/Company/Backpack_B?$product$";
+
+    let hits_before = *origin.hits.lock().unwrap();
+    // Warm the cache: first a miss, then a hit, both with v1.
+    let (body, cache) = varnish
+        .fetch(path, &format!("127.0.0.1:{}", varnish.port))
+        .await;
+    assert_eq!(
+        (body.as_str(), cache.as_str()),
+        ("v1:/is/image/Company/Backpack_B?$product$", "MISS")
+    );
+    let (body, cache) = varnish
+        .fetch(path, &format!("127.0.0.1:{}", varnish.port))
+        .await;
+    assert_eq!(
+        (body.as_str(), cache.as_str()),
+        ("v1:/is/image/Company/Backpack_B?$product$", "HIT")
+    );
+    origin.set_version("v2");
+    let (body, _) = varnish
+        .fetch(path, &format!("127.0.0.1:{}", varnish.port))
+        .await;
+    assert!(body.starts_with("v1:"), "still cached before the purge");
+
+    // Admin: publish server is the Varnish, template per the seed, no purge nodes (PURGE to the URL's host).
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    assert_eq!(
+        admin
+            .save_settings(&server, "Company/<ID>?$product$", "", "")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    admin
+        .import_csv("id,name,type\nBackpack_B,Backpack blue,image\nTent_2P,Tent,image\n")
+        .await;
+    let user = app.user(&admin, "ursula").await;
+
+    // User: tick the asset, see the prefilled URL, Continue.
+    let (_, page) = user.open_invalidate(&["Backpack_B"]).await;
+    let urls = texts(&page, "textarea[name=urls]").remove(0);
+    assert_eq!(urls, format!("{server}{path}"));
+    let r = user.continue_with(&page, &urls).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let id = invalidation_id(&r);
+
+    let json = user.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["http_status"], 200);
+    assert_eq!(json["urls"][0]["attempts"], 1);
+
+    let (body, cache) = varnish
+        .fetch(path, &format!("127.0.0.1:{}", varnish.port))
+        .await;
+    assert_eq!(
+        (body.as_str(), cache.as_str()),
+        ("v2:/is/image/Company/Backpack_B?$product$", "MISS")
+    );
+    assert_eq!(
+        *origin.hits.lock().unwrap() - hits_before,
+        2,
+        "the origin saw the first miss and the miss after the purge only"
+    );
+
+    // The result page shows the outcome per URL and the duration beside the estimate.
+    let html = user.page(&format!("/invalidations/{id}")).await;
+    assert_eq!(texts(&html, "#status"), ["Succeeded"]);
+    assert!(texts(&html, "#estimate")[0].starts_with("Estimated time to clear: about"));
+    assert_eq!(texts(&html, "#urls tbody .outcome"), ["succeeded"]);
+    assert_eq!(texts(&html, "#duration").len(), 1);
+}
+
+/// Purge nodes: every node gets `PURGE <path?query>` with the URL's Host; done when all answered.
+#[tokio::test]
+async fn purge_nodes_each_get_the_path_with_the_urls_host() {
+    let (a, b) = (PurgeNode::start(200).await, PurgeNode::start(404).await);
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings(
+            "images.example.com",
+            "<ID>",
+            &format!("{}\n{}", a.base(), b.base()),
+            "",
+        )
+        .await;
+    let id = admin
+        .invalidate_urls("https://images.example.com/is/image/x%20y?$p$&wid=10")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded");
+    for node in [&a, &b] {
+        let got = node.received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].method, "PURGE");
+        assert_eq!(got[0].path_and_query, "/is/image/x%20y?$p$&wid=10");
+        assert_eq!(got[0].host, "images.example.com");
+    }
+}
+
+/// A node answering 503 is retried with backoff up to the attempt limit, then the URL fails
+/// with its reason on the page; Retry failed URLs makes a new, linked invalidation.
+#[tokio::test]
+async fn a_failing_node_is_retried_then_failed_with_its_reason() {
+    let good = PurgeNode::start(200).await;
+    let bad = PurgeNode::start(503).await;
+    let app = spawn_app_with(|c| c.purge.max_attempts = 3).await;
+    let admin = app.admin().await;
+    admin
+        .save_settings(
+            "server.com",
+            "<ID>",
+            &format!("{}\n{}", good.base(), bad.base()),
+            "",
+        )
+        .await;
+    let id = admin
+        .invalidate_urls("https://server.com/is/image/a\nhttps://server.com/is/image/b")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed", "{json}");
+    assert_eq!(json["failed"], 2);
+    for url in json["urls"].as_array().unwrap() {
+        assert_eq!(url["status"], "failed");
+        assert_eq!(url["attempts"], 3);
+        assert_eq!(url["http_status"], 503);
+        let error = url["error"].as_str().unwrap();
+        assert!(
+            error.contains(&bad.base())
+                && error.contains("503")
+                && error.contains("gave up after 3 attempts"),
+            "{error}"
+        );
+    }
+    assert_eq!(bad.received().len(), 6, "3 attempts for each of 2 URLs");
+
+    let html = admin.page(&format!("/invalidations/{id}")).await;
+    assert_eq!(texts(&html, "#status"), ["Failed"]);
+    assert!(texts(&html, "#urls tbody .detail")[0].contains("503 Service Unavailable"));
+    let token = attr(
+        &html,
+        "form[action$='/retry'] input[name=csrf_token]",
+        "value",
+    )
+    .expect("retry button");
+    let r = admin
+        .post_form(
+            &format!("/invalidations/{id}/retry"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let retry_id = invalidation_id(&r);
+    assert_ne!(retry_id, id);
+    let json = admin.wait_finished(retry_id).await;
+    assert_eq!(json["total"], 2);
+    let html = admin.page(&format!("/invalidations/{retry_id}")).await;
+    assert!(
+        html.select(&sel(&format!("a[href='/invalidations/{id}']")))
+            .next()
+            .is_some(),
+        "links to the original"
+    );
+    // Retrying the same invalidation again leads to the same retry.
+    let r = admin
+        .post_form(
+            &format!("/invalidations/{id}/retry"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(invalidation_id(&r), retry_id);
+}
+
+#[tokio::test]
+async fn other_client_errors_fail_at_once_and_partial_failures_are_reported() {
+    let node = PurgeNode::start(405).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings(&node.base(), "<ID>", "", "").await;
+    let id = admin
+        .invalidate_urls(&format!("{}/is/image/a", node.base()))
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["urls"][0]["attempts"], 1);
+    assert_eq!(json["urls"][0]["error"], "HTTP 405 Method Not Allowed");
+
+    // One URL on a host that answers, one on a closed port: partially failed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ok = PurgeNode::start(204).await;
+    admin.save_settings("127.0.0.1", "", "", "").await;
+    let id = admin
+        .invalidate_urls(&format!(
+            "{}/is/image/a\nhttp://127.0.0.1:{closed}/is/image/b",
+            ok.base()
+        ))
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "partially_failed", "{json}");
+    assert_eq!(
+        (json["succeeded"].as_i64(), json["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert!(
+        json["urls"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{json}"
+    );
+}
+
+/// Unfinished work survives a restart: queued with no worker, then a new process finishes it.
+#[tokio::test]
+async fn queued_invalidations_continue_after_a_restart() {
+    let node = PurgeNode::start(200).await;
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let id = admin
+        .invalidate_urls("https://server.com/is/image/a\nhttps://server.com/is/image/b")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let json: serde_json::Value = admin
+        .get_json(&format!("/invalidations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["status"], "queued");
+    assert!(node.received().is_empty());
+
+    // "Restart": a second process on the same database, this time with its worker.
+    let restarted = start(test_config(&app.database_url), tempfile::tempdir().unwrap()).await;
+    let b = restarted.browser();
+    assert_eq!(
+        b.login(ADMIN, ADMIN_PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let json = b.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded");
+    assert_eq!(node.received().len(), 2);
+}
+
+/// The estimate counts the URLs queued ahead plus this one's, over the default throughput.
+#[tokio::test]
+async fn the_estimate_counts_the_queue_ahead() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let hundred: String = (0..100)
+        .map(|i| format!("https://server.com/{i}\n"))
+        .collect();
+    let first = admin.invalidate_urls(&hundred).await;
+    let second = admin.invalidate_urls(&hundred).await;
+    let a: serde_json::Value = admin
+        .get_json(&format!("/invalidations/{first}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = admin
+        .get_json(&format!("/invalidations/{second}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // 10 URLs/s before there is history: 100 URLs → 10 s; 100 ahead + 100 → 20 s.
+    assert_eq!(a["estimated_seconds"], 10);
+    assert_eq!(b["estimated_seconds"], 20);
+    let html = admin.page(&format!("/invalidations/{second}")).await;
+    assert_eq!(
+        texts(&html, "#estimate"),
+        ["Estimated time to clear: about 20 seconds."]
+    );
+    // Not finished: a progress bar and a no-JavaScript refresh.
+    assert_eq!(attr(&html, "progress#progress", "max").unwrap(), "100");
+    // (html5ever parses <noscript> as text, as a browser with scripting on does.)
+    assert!(texts(&html, "head noscript")[0].contains(r#"http-equiv="refresh""#));
+    // The JSON has the documented shape.
+    for key in [
+        "id",
+        "status",
+        "total",
+        "succeeded",
+        "failed",
+        "estimated_seconds",
+        "created_at",
+        "finished_at",
+        "urls",
+    ] {
+        assert!(a.get(key).is_some(), "missing {key}");
+    }
+    for key in ["url", "status", "attempts", "http_status", "error"] {
+        assert!(a["urls"][0].get(key).is_some(), "missing urls[].{key}");
+    }
+}

@@ -1,0 +1,171 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use scraper::Html;
+
+#[tokio::test]
+async fn admin_saves_normalised_settings() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let r = admin
+        .save_settings(
+            "Server.com:8443",
+            "  Company/<ID>?$product$ \n\nhttps://cdn.example.org/<ID>",
+            "http://127.0.0.1:6081/",
+            "CDN.example.org",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/settings?saved=1");
+    let html = admin.page("/settings?saved=1").await;
+    assert_eq!(texts(&html, "[role=status]"), ["Settings saved."]);
+    assert_eq!(
+        attr(&html, "#publish_server", "value").unwrap(),
+        "https://server.com:8443"
+    );
+    assert_eq!(
+        texts(&html, "#template"),
+        ["Company/<ID>?$product$\nhttps://cdn.example.org/<ID>"]
+    );
+    assert_eq!(texts(&html, "#purge_nodes"), ["http://127.0.0.1:6081"]);
+    assert_eq!(texts(&html, "#allowed_hosts"), ["cdn.example.org"]);
+    // The preview expands the template for a sample asset.
+    assert_eq!(
+        texts(&html, "#preview li"),
+        [
+            "https://server.com:8443/is/image/Company/Backpack_B?$product$",
+            "https://cdn.example.org/Backpack_B",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn publish_server_accepts_the_documented_forms() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    for (input, stored) in [
+        ("server.com", "https://server.com"),
+        ("server.com:8443", "https://server.com:8443"),
+        ("https://server.com/", "https://server.com"),
+        ("http://127.0.0.1:6081", "http://127.0.0.1:6081"),
+    ] {
+        assert_eq!(
+            admin.save_settings(input, "<ID>", "", "").await.status(),
+            StatusCode::SEE_OTHER,
+            "{input}"
+        );
+        let html = admin.page("/settings").await;
+        assert_eq!(attr(&html, "#publish_server", "value").unwrap(), stored);
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_line_saves_nothing_and_names_the_line() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    assert_eq!(
+        admin
+            .save_settings("server.com", "<ID>", "", "")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let r = admin
+        .save_settings(
+            "other.com",
+            "<ID>\n\nhttps://server.com/no-placeholder\nhttps://bad host/<ID>",
+            "ftp://node",
+            "",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    let template_errors = texts(&html, ".field-error[data-field=template]");
+    assert_eq!(template_errors.len(), 2, "{template_errors:?}");
+    assert!(template_errors[0].starts_with("Line 3:") && template_errors[0].contains("<ID>"));
+    assert!(template_errors[1].starts_with("Line 4:"));
+    assert_eq!(
+        texts(&html, ".field-error[data-field=purge_nodes]").len(),
+        1
+    );
+    // What the admin typed is kept in the form.
+    assert_eq!(
+        attr(&html, "#publish_server", "value").unwrap(),
+        "other.com"
+    );
+    // Nothing was saved.
+    let html = admin.page("/settings").await;
+    assert_eq!(
+        attr(&html, "#publish_server", "value").unwrap(),
+        "https://server.com"
+    );
+    assert_eq!(texts(&html, "#template"), ["<ID>"]);
+}
+
+#[tokio::test]
+async fn relative_lines_need_a_publish_server() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let r = admin.save_settings("", "<ID>", "", "").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no Publish Server Name is set")
+    );
+    // An absolute template needs none (the seed's first example).
+    let r = admin
+        .save_settings(
+            "",
+            "https://server.com/is/image/Company/<ID>?$product$",
+            "",
+            "server.com",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn live_preview_follows_the_text_being_typed_without_saving() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .import_csv("id,name\nAardvark 1,First by name\n")
+        .await;
+    let r = admin.get("/settings/preview?publish_server=server.com&template=%3CID%3E%0AX%2F%3CID%3E%3F%24p%24").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = Html::parse_fragment(&r.text().await.unwrap());
+    assert_eq!(
+        texts(&html, "li"),
+        [
+            "https://server.com/is/image/Aardvark%201",
+            "https://server.com/is/image/X/Aardvark%201?$p$"
+        ]
+    );
+    let r = admin
+        .get("/settings/preview?publish_server=&template=nothing")
+        .await;
+    let html = Html::parse_fragment(&r.text().await.unwrap());
+    assert!(texts(&html, ".errors li")[0].starts_with("Line 1:"));
+    // The no-JavaScript preview button re-renders without saving.
+    let token = admin.csrf_from("/settings").await;
+    let r = admin
+        .post_form(
+            "/settings",
+            &[
+                ("publish_server", "p.com"),
+                ("template", "<ID>"),
+                ("action", "preview"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    assert_eq!(
+        texts(&html, "#preview li"),
+        ["https://p.com/is/image/Aardvark%201"]
+    );
+    let html = admin.page("/settings").await;
+    assert_eq!(attr(&html, "#publish_server", "value").unwrap(), "");
+}
