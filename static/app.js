@@ -48,6 +48,17 @@ document.addEventListener("DOMContentLoaded", () => {
           document.getElementById("succeeded-count").textContent = inv.succeeded;
           document.getElementById("failed-count").textContent = inv.failed;
           document.getElementById("status").textContent = inv.status === "running" ? "Running" : inv.status;
+          // The URL table is in the same order as the JSON's urls.
+          const rows = document.querySelectorAll("#urls tbody tr");
+          inv.urls.forEach((u, i) => {
+            const cells = rows[i] ? rows[i].cells : null;
+            if (!cells) return;
+            rows[i].className = "url-" + u.status;
+            cells[1].textContent = u.status;
+            cells[2].textContent = u.attempts;
+            cells[3].textContent = u.http_status === null ? "" : u.http_status;
+            cells[4].textContent = u.error === null ? "" : u.error;
+          });
           if (["succeeded", "partially_failed", "failed"].includes(inv.status)) {
             window.location.reload();
             return;

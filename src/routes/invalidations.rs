@@ -2,6 +2,7 @@
 
 use super::invalidate::{load_settings, queue};
 use super::{Nav, Pager, fmt_time, q, render, see_other};
+use crate::cdn::ProviderSettings;
 use crate::domain::estimate::{describe, describe_duration};
 use crate::error::AppError;
 use crate::session::{CsrfForm, CurrentUser, wants_json};
@@ -66,7 +67,9 @@ impl From<&Invalidation> for Summary {
             },
             estimate: describe(i.estimated_seconds),
             duration,
-            provider: i.provider.clone(),
+            provider: serde_json::from_str::<ProviderSettings>(&i.provider_settings)
+                .map(|p| p.describe())
+                .unwrap_or_else(|_| i.provider.clone()),
             duplicates_dropped: i.duplicates_dropped,
             retry_of: i.retry_of,
             retried_as: i.retried_as,

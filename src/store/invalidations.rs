@@ -75,6 +75,7 @@ pub struct Invalidation {
     pub created_at: i64,
     pub status: InvalidationStatus,
     pub provider: String,
+    pub provider_settings: String,
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
@@ -123,7 +124,7 @@ pub struct HistoryPage {
 }
 
 const INVALIDATION_SELECT: &str = "
-    SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.total,
+    SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
            i.duplicates_dropped, i.estimated_seconds, i.started_at, i.finished_at, i.retry_of,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'succeeded') AS succeeded,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'failed') AS failed,
@@ -139,6 +140,7 @@ fn invalidation_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Invalidation> 
         status: InvalidationStatus::parse(row.try_get("status")?)
             .unwrap_or(InvalidationStatus::Queued),
         provider: row.try_get("provider")?,
+        provider_settings: row.try_get("provider_settings")?,
         total: row.try_get("total")?,
         succeeded: row.try_get("succeeded")?,
         failed: row.try_get("failed")?,
