@@ -1,9 +1,12 @@
 //! The purge worker: takes queued invalidations, drives a provider, records each URL's outcome.
 
-use crate::cdn::{self, Attempt, ProviderSettings, PurgeConfig, Purger};
-use crate::store::{InvalidationStatus, InvalidationUrl, Store, UrlOutcome, UrlStatus};
+use crate::cdn::{self, Attempt, Batch, Context, Poll, ProviderSnapshot, PurgeConfig, Purger};
+use crate::store::{
+    InvalidationStatus, InvalidationUrl, NewBatch, Store, UrlOutcome, UrlStatus, now_millis,
+};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -13,8 +16,7 @@ use url::Url;
 #[derive(Clone)]
 pub struct Worker {
     store: Store,
-    client: reqwest::Client,
-    config: PurgeConfig,
+    ctx: Context,
     wake: Arc<Notify>,
 }
 
@@ -22,15 +24,36 @@ fn jitter() -> f64 {
     OsRng.next_u32() as f64 / u32::MAX as f64
 }
 
+/// A reference that is the same whenever the same URLs of the same invalidation are sent again.
+fn batch_reference(invalidation_id: i64, urls: &[InvalidationUrl]) -> String {
+    let mut hash = Sha256::new();
+    for u in urls {
+        hash.update(u.id.to_le_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cdn-invalidator-{invalidation_id}-{hex}")
+}
+
+/// One invalidation being worked on.
+struct Run<'a> {
+    id: i64,
+    created_at: i64,
+    purger: &'a dyn Purger,
+}
+
 impl Worker {
     pub fn new(store: Store, config: PurgeConfig, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let client = cdn::http_client(&config)?;
         Ok(Self {
             store,
-            client,
-            config,
+            ctx: Context { client, config },
             wake,
         })
+    }
+
+    fn config(&self) -> &PurgeConfig {
+        &self.ctx.config
     }
 
     /// Loops until the process ends: works off the queue, then sleeps until woken (or a poll interval).
@@ -49,20 +72,42 @@ impl Worker {
     /// it to completion. Returns its id and final status, or `None` when nothing is queued.
     #[tracing::instrument(skip(self))]
     pub async fn run_once(&self) -> anyhow::Result<Option<(i64, InvalidationStatus)>> {
-        let Some((id, settings_json)) = self.store.next_unfinished_invalidation().await? else {
+        let Some((id, snapshot_json)) = self.store.next_unfinished_invalidation().await? else {
             return Ok(None);
         };
         self.store.mark_running(id).await?;
+        let created_at = self
+            .store
+            .get_invalidation(id)
+            .await?
+            .map_or_else(now_millis, |i| i.created_at);
         let pending = self.store.pending_urls(id).await?;
-        match serde_json::from_str::<ProviderSettings>(&settings_json)
+        let secrets = self.store.load_secrets().await?;
+        let built = serde_json::from_str::<ProviderSnapshot>(&snapshot_json)
             .map_err(anyhow::Error::from)
-            .and_then(|s| cdn::build(&s, self.client.clone()))
-        {
-            Ok(purger) => self.purge_all(purger.as_ref(), pending).await?,
+            .and_then(|s| s.build(&secrets, &self.ctx));
+        match built {
+            Ok(purger) => {
+                let run = Run {
+                    id,
+                    created_at,
+                    purger: purger.as_ref(),
+                };
+                self.purge_all(&run, pending).await?;
+                self.await_pending(&run).await?;
+            }
             Err(e) => {
                 let reason = format!("provider settings unusable: {e}");
                 for url in pending {
-                    self.fail(&url, url.attempts, None, reason.clone()).await?;
+                    self.record(
+                        &url,
+                        UrlStatus::Failed,
+                        url.attempts,
+                        None,
+                        Some(reason.clone()),
+                        None,
+                    )
+                    .await?;
                 }
             }
         }
@@ -71,123 +116,191 @@ impl Worker {
         Ok(Some((id, status)))
     }
 
-    async fn purge_all(
-        &self,
-        purger: &dyn Purger,
-        pending: Vec<InvalidationUrl>,
-    ) -> anyhow::Result<()> {
-        let batch_size = purger.batch_size().max(1);
-        let batches: Vec<Vec<InvalidationUrl>> =
-            pending.chunks(batch_size).map(<[_]>::to_vec).collect();
-        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(batches)
-            .map(|batch| self.purge_batch(purger, batch))
-            .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
-
-    async fn fail(
-        &self,
-        url: &InvalidationUrl,
-        attempts: i64,
-        http_status: Option<u16>,
-        reason: String,
-    ) -> anyhow::Result<()> {
-        let outcome = UrlOutcome {
-            status: UrlStatus::Failed,
-            attempts,
-            http_status: http_status.map(i64::from),
-            error: Some(reason),
-        };
-        Ok(self.store.record_url(url.id, &outcome).await?)
-    }
-
-    /// Sends one batch, retrying the URLs that failed transiently until they succeed or run out of attempts.
-    async fn purge_batch(
-        &self,
-        purger: &dyn Purger,
-        batch: Vec<InvalidationUrl>,
-    ) -> anyhow::Result<()> {
-        let mut pending = Vec::new();
-        for url in batch {
+    async fn purge_all(&self, run: &Run<'_>, pending: Vec<InvalidationUrl>) -> anyhow::Result<()> {
+        let mut ready = Vec::new();
+        for url in pending {
             match Url::parse(&url.url) {
-                Ok(parsed) if url.attempts < i64::from(self.config.max_attempts) => {
-                    pending.push((url, parsed))
+                Ok(parsed) if url.attempts < i64::from(self.config().max_attempts) => {
+                    ready.push((url, parsed))
                 }
                 Ok(_) => {
                     let reason = url
                         .error
                         .clone()
                         .unwrap_or_else(|| "no attempts left".into());
-                    self.fail(
+                    self.record(
                         &url,
+                        UrlStatus::Failed,
                         url.attempts,
-                        url.http_status.map(|s| s as u16),
-                        reason,
+                        url.http_status,
+                        Some(reason),
+                        None,
                     )
                     .await?;
                 }
                 Err(e) => {
-                    self.fail(&url, url.attempts, None, format!("not a URL: {e}"))
-                        .await?
+                    self.record(
+                        &url,
+                        UrlStatus::Failed,
+                        url.attempts,
+                        None,
+                        Some(format!("not a URL: {e}")),
+                        None,
+                    )
+                    .await?;
                 }
             }
         }
+        let parsed: Vec<Url> = ready.iter().map(|(_, u)| u.clone()).collect();
+        let mut batches = Vec::new();
+        let mut rest = ready.into_iter();
+        for size in run.purger.batch_sizes(&parsed) {
+            batches.push(rest.by_ref().take(size.max(1)).collect::<Vec<_>>());
+        }
+        let leftover: Vec<_> = rest.collect();
+        if !leftover.is_empty() {
+            batches.push(leftover);
+        }
+        // A provider with a cap on work in progress is fed one batch at a time.
+        let concurrency = if run.purger.max_pending().is_some() {
+            1
+        } else {
+            self.config().concurrency.max(1)
+        };
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(batches)
+            .map(|batch| self.purge_batch(run, batch))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn record(
+        &self,
+        url: &InvalidationUrl,
+        status: UrlStatus,
+        attempts: i64,
+        http_status: Option<i64>,
+        error: Option<String>,
+        batch_id: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let outcome = UrlOutcome {
+            status,
+            attempts,
+            http_status,
+            error,
+            batch_id,
+        };
+        Ok(self.store.record_url(url.id, &outcome).await?)
+    }
+
+    /// Waits until `count` more URLs fit under the provider's cap on work in progress.
+    async fn wait_for_room(&self, run: &Run<'_>, count: usize) -> anyhow::Result<()> {
+        let Some(cap) = run.purger.max_pending() else {
+            return Ok(());
+        };
+        loop {
+            let in_progress = self.store.count_submitted_urls().await? as usize;
+            if in_progress == 0 || in_progress + count <= cap {
+                return Ok(());
+            }
+            self.poll_pending(run).await?;
+            tokio::time::sleep(self.config().poll_interval).await;
+        }
+    }
+
+    /// Sends one batch, retrying the URLs that failed transiently until they succeed or run out of attempts.
+    async fn purge_batch(
+        &self,
+        run: &Run<'_>,
+        mut pending: Vec<(InvalidationUrl, Url)>,
+    ) -> anyhow::Result<()> {
         while !pending.is_empty() {
-            let urls: Vec<Url> = pending.iter().map(|(_, u)| u.clone()).collect();
-            let attempts = purger.purge(&urls).await;
+            self.wait_for_room(run, pending.len()).await?;
+            let rows: Vec<InvalidationUrl> = pending.iter().map(|(u, _)| u.clone()).collect();
+            let batch = Batch {
+                urls: pending.iter().map(|(_, u)| u.clone()).collect(),
+                reference: batch_reference(run.id, &rows),
+            };
+            let mut result = run.purger.purge(&batch).await;
+            if result.attempts.len() != pending.len() {
+                let reason = format!(
+                    "the provider answered for {} of {} URLs",
+                    result.attempts.len(),
+                    pending.len()
+                );
+                result.attempts = vec![
+                    Attempt::Fail {
+                        http_status: None,
+                        reason
+                    };
+                    pending.len()
+                ];
+            }
+            let batch_id = match &result.receipt {
+                Some(receipt) => {
+                    let waits = result
+                        .attempts
+                        .iter()
+                        .any(|a| matches!(a, Attempt::Pending { .. }));
+                    if let Some(seconds) = receipt.estimated_seconds {
+                        let elapsed = (now_millis() - run.created_at).max(0) / 1000;
+                        self.store
+                            .raise_estimate(run.id, elapsed + seconds as i64)
+                            .await?;
+                    }
+                    let new = NewBatch {
+                        invalidation_id: run.id,
+                        reference: &batch.reference,
+                        provider_id: receipt.provider_id.as_deref(),
+                        support_id: receipt.support_id.as_deref(),
+                        estimated_seconds: receipt.estimated_seconds.map(|s| s as i64),
+                        url_count: pending.len() as i64,
+                        pending: waits && receipt.provider_id.is_some(),
+                    };
+                    Some(self.store.record_batch(&new).await?)
+                }
+                None => None,
+            };
             let mut again = Vec::new();
             let mut wait = Duration::ZERO;
-            for ((mut url, parsed), attempt) in pending.into_iter().zip(attempts) {
+            for ((mut url, parsed), attempt) in pending.into_iter().zip(result.attempts) {
                 url.attempts += 1;
-                let outcome = match attempt {
-                    Attempt::Done { http_status, note } => UrlOutcome {
-                        status: UrlStatus::Succeeded,
-                        attempts: url.attempts,
-                        http_status: http_status.map(i64::from),
-                        error: note,
-                    },
+                let (status, http_status, error) = match attempt {
+                    Attempt::Done { http_status, note } => {
+                        (UrlStatus::Succeeded, http_status, note)
+                    }
+                    Attempt::Pending { http_status } if batch_id.is_some() => {
+                        (UrlStatus::Submitted, http_status, None)
+                    }
+                    Attempt::Pending { http_status } => (UrlStatus::Succeeded, http_status, None),
                     Attempt::Fail {
                         http_status,
                         reason,
-                    } => UrlOutcome {
-                        status: UrlStatus::Failed,
-                        attempts: url.attempts,
-                        http_status: http_status.map(i64::from),
-                        error: Some(reason),
-                    },
+                    } => (UrlStatus::Failed, http_status, Some(reason)),
                     Attempt::Retry {
                         http_status,
                         reason,
                         retry_after,
                     } => {
-                        let exhausted = url.attempts >= i64::from(self.config.max_attempts);
-                        if !exhausted {
-                            wait = wait.max(self.config.backoff(
+                        if url.attempts >= i64::from(self.config().max_attempts) {
+                            let reason =
+                                format!("{reason} (gave up after {} attempts)", url.attempts);
+                            (UrlStatus::Failed, http_status, Some(reason))
+                        } else {
+                            wait = wait.max(self.config().backoff(
                                 url.attempts as u32,
                                 retry_after,
                                 jitter(),
                             ));
-                        }
-                        UrlOutcome {
-                            status: if exhausted {
-                                UrlStatus::Failed
-                            } else {
-                                UrlStatus::Retrying
-                            },
-                            attempts: url.attempts,
-                            http_status: http_status.map(i64::from),
-                            error: Some(if exhausted {
-                                format!("{reason} (gave up after {} attempts)", url.attempts)
-                            } else {
-                                reason
-                            }),
+                            (UrlStatus::Retrying, http_status, Some(reason))
                         }
                     }
                 };
-                self.store.record_url(url.id, &outcome).await?;
-                if outcome.status == UrlStatus::Retrying {
+                let http_status = http_status.map(i64::from);
+                self.record(&url, status, url.attempts, http_status, error, batch_id)
+                    .await?;
+                if status == UrlStatus::Retrying {
                     again.push((url, parsed));
                 }
             }
@@ -197,5 +310,34 @@ impl Worker {
             pending = again;
         }
         Ok(())
+    }
+
+    /// Asks the provider once about every pending request of the run.
+    async fn poll_pending(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        for batch in self.store.pending_batches(run.id).await? {
+            let Some(provider_id) = batch.provider_id.as_deref() else {
+                self.store.complete_batch(batch.id).await?;
+                continue;
+            };
+            match run.purger.poll(provider_id).await {
+                Poll::Completed => self.store.complete_batch(batch.id).await?,
+                Poll::InProgress => {}
+                Poll::Unknown(reason) => {
+                    tracing::warn!(provider_id, %reason, "status poll failed; will ask again")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls until the provider reports every accepted request of the run complete.
+    async fn await_pending(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        loop {
+            self.poll_pending(run).await?;
+            if self.store.pending_batches(run.id).await?.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(self.config().poll_interval).await;
+        }
     }
 }

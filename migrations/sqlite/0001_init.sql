@@ -44,16 +44,33 @@ CREATE TABLE invalidations (
 );
 CREATE INDEX invalidations_status ON invalidations (status, id);
 
+-- One request to a provider: what it answered, so pages can show purge and support ids.
+CREATE TABLE purge_batches (
+    id                INTEGER PRIMARY KEY,
+    invalidation_id   INTEGER NOT NULL REFERENCES invalidations (id),
+    reference         TEXT    NOT NULL,
+    provider_id       TEXT,
+    support_id        TEXT,
+    estimated_seconds INTEGER,
+    url_count         INTEGER NOT NULL,
+    -- pending: accepted, the provider finishes later (polled); done: nothing left to wait for
+    status            TEXT    NOT NULL CHECK (status IN ('pending', 'done')),
+    created_at        INTEGER NOT NULL,
+    completed_at      INTEGER
+);
+CREATE INDEX purge_batches_invalidation ON purge_batches (invalidation_id, status);
+
 CREATE TABLE invalidation_urls (
     id              INTEGER PRIMARY KEY,
     invalidation_id INTEGER NOT NULL REFERENCES invalidations (id),
     position        INTEGER NOT NULL,
     url             TEXT    NOT NULL,
-    status          TEXT    NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'retrying', 'succeeded', 'failed')),
+    status          TEXT    NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'retrying', 'submitted', 'succeeded', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     http_status     INTEGER,
     error           TEXT,
     finished_at     INTEGER,
+    batch_id        INTEGER REFERENCES purge_batches (id),
     UNIQUE (invalidation_id, position)
 );
 CREATE INDEX invalidation_urls_status ON invalidation_urls (invalidation_id, status);

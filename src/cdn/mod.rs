@@ -1,20 +1,29 @@
-//! Purging: one trait, one file per provider, and the retry policy they share.
+//! Purging: one trait per concern, one file per provider, and the retry policy they share.
 //!
-//! Nothing outside this module knows which providers exist: the rest of the app stores a
-//! [`ProviderSettings`] snapshot with each invalidation and asks [`build`] for a [`Purger`].
+//! Nothing outside this module knows which providers exist. Each provider file defines a
+//! [`ProviderKind`] (its settings fields, their validation, how to build a [`Purger`]) and is
+//! listed once in [`PROVIDERS`]; the settings page, the worker and the invalidation pages work
+//! from that list. Adding a provider touches its own file and that one registration.
 
 mod http_purge;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use url::Url;
 
-use crate::domain::settings::Settings;
+pub use crate::domain::settings::FieldError;
+
+/// Every provider, in the order the settings page lists them. The first is the default.
+pub static PROVIDERS: &[&dyn ProviderKind] = &[&http_purge::HttpPurgeKind];
 
 /// A boxed future, so providers can live behind `dyn Purger`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A provider's settings by field name (secrets included when building a purger).
+pub type Values = BTreeMap<String, String>;
 
 /// What one attempt to purge one URL came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +33,8 @@ pub enum Attempt {
         http_status: Option<u16>,
         note: Option<String>,
     },
+    /// Accepted by a CDN that finishes later: done once [`Purger::poll`] says so.
+    Pending { http_status: Option<u16> },
     /// A transient failure: try again later, not before `retry_after` when given.
     Retry {
         http_status: Option<u16>,
@@ -37,61 +48,230 @@ pub enum Attempt {
     },
 }
 
+/// What a provider answered for one accepted request (kept per batch, shown on the page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The provider's id for the purge (Akamai `purgeId`, Cloudflare `result.id`, Fastly id, CloudFront Id).
+    pub provider_id: Option<String>,
+    /// Akamai's `supportId`.
+    pub support_id: Option<String>,
+    /// The provider's own estimate of seconds until the purge is live everywhere.
+    pub estimated_seconds: Option<u64>,
+}
+
+/// The answer to one request: one [`Attempt`] per URL, in order, and the receipt if accepted.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeResult {
+    pub attempts: Vec<Attempt>,
+    pub receipt: Option<Receipt>,
+}
+
+impl PurgeResult {
+    /// The same attempt for every URL of a batch.
+    pub fn all(n: usize, attempt: Attempt, receipt: Option<Receipt>) -> Self {
+        Self {
+            attempts: vec![attempt; n],
+            receipt,
+        }
+    }
+}
+
+/// One request's worth of URLs. `reference` is stable for the same URLs of the same
+/// invalidation, so a provider with idempotency keys (CloudFront `CallerReference`) can use it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub urls: Vec<Url>,
+    pub reference: String,
+}
+
+/// Where a purge that finishes later stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    Completed,
+    InProgress,
+    /// Could not ask (transient): ask again later.
+    Unknown(String),
+}
+
 /// A CDN or cache that can purge URLs.
 pub trait Purger: Send + Sync {
-    /// How many URLs one call to [`Purger::purge`] may carry.
-    fn batch_size(&self) -> usize {
-        1
+    /// Sizes of the requests `urls` should be split into, in order (they sum to `urls.len()`).
+    fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
+        vec![1; urls.len()]
     }
 
-    /// Purges `urls`; returns one [`Attempt`] per URL, in the same order.
-    fn purge<'a>(&'a self, urls: &'a [Url]) -> BoxFuture<'a, Vec<Attempt>>;
+    /// Sends one batch.
+    fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult>;
+
+    /// Most URLs that may be pending (accepted, not completed) at once; more wait their turn.
+    fn max_pending(&self) -> Option<usize> {
+        None
+    }
+
+    /// Asks whether the purge with `provider_id` has completed (for [`Attempt::Pending`]).
+    fn poll<'a>(&'a self, _provider_id: &'a str) -> BoxFuture<'a, Poll> {
+        Box::pin(async { Poll::Completed })
+    }
+
+    /// The cheapest harmless authenticated call the API offers, or a check of the configuration
+    /// when there is none. `Ok` and `Err` carry a sentence for the admin.
+    fn test_connection(&self) -> BoxFuture<'_, Result<String, String>>;
 }
 
-/// Which provider an invalidation uses and its (non-secret) settings at the time it was queued.
+/// How a settings field is shown and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text,
+    /// One entry per line.
+    Lines,
+    /// Write-only: never rendered back, never logged, never in a snapshot.
+    Secret,
+    /// One of (value, label).
+    Choice(&'static [(&'static str, &'static str)]),
+}
+
+/// One settings field of a provider. Names are global form field names (e.g. `purge_nodes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub help: &'static str,
+    pub kind: FieldKind,
+    pub default: &'static str,
+}
+
+/// What a purger needs from the application.
+#[derive(Clone)]
+pub struct Context {
+    pub client: reqwest::Client,
+    pub config: PurgeConfig,
+}
+
+/// A kind of provider: its settings and how to build a purger from them.
+pub trait ProviderKind: Send + Sync {
+    /// Stable name stored with settings and invalidations (`http_purge`, `akamai`, …).
+    fn name(&self) -> &'static str;
+    /// What admins read in the provider list.
+    fn label(&self) -> &'static str;
+    fn fields(&self) -> &'static [Field];
+    /// Called on save before validation, with secrets included: lets a provider fill fields
+    /// from a pasted blob (Akamai's `.edgerc` section) or normalise them.
+    fn prepare(&self, _values: &mut Values) -> Vec<FieldError> {
+        Vec::new()
+    }
+    /// Checks `values` (secrets included); each error names its field.
+    fn validate(&self, values: &Values) -> Vec<FieldError>;
+    /// One line for pages: "Akamai Fast Purge (production, invalidate)".
+    fn describe(&self, values: &Values) -> String;
+    /// Documented seconds from an accepted purge until every edge serves fresh content.
+    fn propagation_seconds(&self) -> u64;
+    /// A purger for validated `values` (secrets included).
+    fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>>;
+}
+
+/// The provider called `name`.
+pub fn kind(name: &str) -> Option<&'static dyn ProviderKind> {
+    PROVIDERS.iter().copied().find(|k| k.name() == name)
+}
+
+/// The default provider (HTTP PURGE).
+pub fn default_kind() -> &'static dyn ProviderKind {
+    PROVIDERS[0]
+}
+
+/// The value of `field` in `values`, or the field's default.
+pub fn value<'a>(kind: &dyn ProviderKind, values: &'a Values, field: &str) -> &'a str {
+    if let Some(v) = values.get(field) {
+        return v;
+    }
+    kind.fields()
+        .iter()
+        .find(|f| f.name == field)
+        .map_or("", |f| f.default)
+}
+
+/// Which provider an invalidation uses and its non-secret settings at the time it was queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "snake_case")]
-pub enum ProviderSettings {
-    /// HTTP `PURGE` to the URL's own host, or to each purge node.
-    HttpPurge { purge_nodes: Vec<String> },
+pub struct ProviderSnapshot {
+    pub provider: String,
+    pub values: Values,
 }
 
-impl ProviderSettings {
-    /// The active provider as the admin configured it.
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self::HttpPurge {
-            purge_nodes: settings
-                .purge_nodes
-                .iter()
-                .map(|u| u.as_str().trim_end_matches('/').to_string())
-                .collect(),
+impl ProviderSnapshot {
+    /// The active provider's non-secret values (secrets are never copied into a snapshot).
+    pub fn new(kind: &dyn ProviderKind, all_values: &Values) -> Self {
+        let values = kind
+            .fields()
+            .iter()
+            .filter(|f| f.kind != FieldKind::Secret)
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    value(kind, all_values, f.name).to_string(),
+                )
+            })
+            .collect();
+        Self {
+            provider: kind.name().to_string(),
+            values,
         }
     }
 
-    /// Short name stored with each invalidation.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::HttpPurge { .. } => "http_purge",
-        }
+    pub fn kind(&self) -> Option<&'static dyn ProviderKind> {
+        kind(&self.provider)
     }
 
-    /// What users read: "HTTP PURGE to 2 purge nodes".
+    /// What users read about where the purge went.
     pub fn describe(&self) -> String {
-        match self {
-            Self::HttpPurge { purge_nodes } if purge_nodes.is_empty() => {
-                "HTTP PURGE to each URL's own host".into()
-            }
-            Self::HttpPurge { purge_nodes } => format!("HTTP PURGE to {}", purge_nodes.join(", ")),
-        }
+        self.kind()
+            .map_or_else(|| self.provider.clone(), |k| k.describe(&self.values))
     }
 
-    /// Seconds the provider needs after accepting a purge until every edge serves fresh content.
-    /// Zero for a cache purged directly.
     pub fn propagation_seconds(&self) -> u64 {
-        match self {
-            Self::HttpPurge { .. } => 0,
-        }
+        self.kind().map_or(0, |k| k.propagation_seconds())
     }
+
+    /// Builds the purger, adding the current `secrets` to the snapshot's values.
+    pub fn build(&self, secrets: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
+        let kind = self
+            .kind()
+            .ok_or_else(|| anyhow::anyhow!("unknown provider {}", self.provider))?;
+        let mut values = self.values.clone();
+        for f in kind.fields().iter().filter(|f| f.kind == FieldKind::Secret) {
+            if let Some(secret) = secrets.get(f.name) {
+                values.insert(f.name.to_string(), secret.clone());
+            }
+        }
+        kind.build(&values, ctx)
+    }
+}
+
+/// Lines of a [`FieldKind::Lines`] value, trimmed, blank ones dropped, with 1-based numbers.
+pub fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+}
+
+/// An `http(s)` base URL setting (API endpoint, purge node): a host, no path beyond `/`.
+pub fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("\"{text}\" is not a URL ({e})."))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("\"{text}\" must start with http:// or https://."));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("\"{text}\" has no host."));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("\"{text}\" must not have a query or fragment."));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "\"{text}\" must not contain a user name or password."
+        ));
+    }
+    Ok(url)
 }
 
 /// How purges are sent: timeouts, retries, concurrency.
@@ -107,6 +287,8 @@ pub struct PurgeConfig {
     pub timeout: Duration,
     /// Requests in flight at once per purge node.
     pub concurrency: usize,
+    /// How often a provider that finishes later (CloudFront) is asked for its status.
+    pub poll_interval: Duration,
 }
 
 impl Default for PurgeConfig {
@@ -117,6 +299,7 @@ impl Default for PurgeConfig {
             backoff_max: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             concurrency: 8,
+            poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -143,22 +326,6 @@ pub fn http_client(config: &PurgeConfig) -> reqwest::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("cdn-invalidator/", env!("CARGO_PKG_VERSION")))
         .build()
-}
-
-/// The purger for an invalidation's provider settings.
-pub fn build(
-    settings: &ProviderSettings,
-    client: reqwest::Client,
-) -> anyhow::Result<Box<dyn Purger>> {
-    Ok(match settings {
-        ProviderSettings::HttpPurge { purge_nodes } => {
-            let nodes = purge_nodes
-                .iter()
-                .map(|n| Url::parse(n))
-                .collect::<Result<_, _>>()?;
-            Box::new(http_purge::HttpPurge::new(client, nodes))
-        }
-    })
 }
 
 /// Reads `Retry-After` as seconds or an HTTP date.

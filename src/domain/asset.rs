@@ -23,6 +23,13 @@ impl AssetId {
         if raw.chars().any(char::is_control) {
             return Err("the asset ID contains a control character.".into());
         }
+        // As a whole path segment these mean "this/parent directory": every URL parser and
+        // cache resolves them away, so no URL can address such an asset.
+        if raw == "." || raw == ".." {
+            return Err(format!(
+                "the asset ID \"{raw}\" cannot be used in a URL path."
+            ));
+        }
         Ok(Self(raw.to_string()))
     }
 
@@ -80,6 +87,9 @@ mod tests {
         assert!(AssetId::parse("").is_err());
         assert!(AssetId::parse("a\nb").is_err());
         assert!(AssetId::parse("a\u{7f}").is_err());
+        assert!(AssetId::parse(".").is_err());
+        assert!(AssetId::parse("..").is_err());
+        assert!(AssetId::parse("...").is_ok());
     }
 
     #[test]

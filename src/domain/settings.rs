@@ -1,15 +1,14 @@
-//! The admin's settings: publish server, template, purge nodes and allowed hosts, validated together.
+//! The admin's URL settings: publish server, template and allowed hosts, validated together.
+//! (Where purges go is the provider's business: see `cdn`.)
 
 use super::url_list::HostPolicy;
 use super::{InvalidationTemplate, PublishServer};
-use url::Url;
 
 /// The settings as the admin typed them (and as they are stored).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsInput {
     pub publish_server: String,
     pub template: String,
-    pub purge_nodes: String,
     pub allowed_hosts: String,
 }
 
@@ -27,8 +26,6 @@ pub struct Settings {
     pub template: InvalidationTemplate,
     /// Template text normalised: trimmed, blank lines dropped.
     pub template_text: String,
-    /// Caches to send PURGE to; empty means "the URL's own host".
-    pub purge_nodes: Vec<Url>,
     pub allowed_hosts: Vec<String>,
 }
 
@@ -37,27 +34,6 @@ fn non_blank_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
-}
-
-fn parse_purge_node(line: &str) -> Result<Url, String> {
-    let url = Url::parse(line).map_err(|e| format!("\"{line}\" is not a URL ({e})."))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("\"{line}\" must start with http:// or https://."));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("\"{line}\" has no host."));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "\"{line}\" must be a base URL without a path or query."
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "\"{line}\" must not contain a user name or password."
-        ));
-    }
-    Ok(url)
 }
 
 fn parse_host(line: &str) -> Result<String, String> {
@@ -106,16 +82,6 @@ impl Settings {
             }));
             InvalidationTemplate::default()
         });
-        let mut purge_nodes = Vec::new();
-        for (number, line) in non_blank_lines(&input.purge_nodes) {
-            match parse_purge_node(line) {
-                Ok(url) => purge_nodes.push(url),
-                Err(reason) => errors.push(FieldError {
-                    field: "purge_nodes",
-                    message: format!("Line {number}: {reason}"),
-                }),
-            }
-        }
         let mut allowed_hosts: Vec<String> = Vec::new();
         for (number, line) in non_blank_lines(&input.allowed_hosts) {
             match parse_host(line) {
@@ -138,7 +104,6 @@ impl Settings {
             publish_server,
             template,
             template_text,
-            purge_nodes,
             allowed_hosts,
         })
     }
@@ -152,12 +117,6 @@ impl Settings {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             template: self.template_text.clone(),
-            purge_nodes: self
-                .purge_nodes
-                .iter()
-                .map(|u| u.as_str().trim_end_matches('/').to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
             allowed_hosts: self.allowed_hosts.join("\n"),
         }
     }
@@ -177,11 +136,10 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn input(publish: &str, template: &str, nodes: &str, hosts: &str) -> SettingsInput {
+    fn input(publish: &str, template: &str, hosts: &str) -> SettingsInput {
         SettingsInput {
             publish_server: publish.into(),
             template: template.into(),
-            purge_nodes: nodes.into(),
             allowed_hosts: hosts.into(),
         }
     }
@@ -191,17 +149,12 @@ mod tests {
         let s = Settings::parse(&input(
             "Server.com",
             "  <ID>\n\n https://cdn.x.com/<ID>?$p$ ",
-            "http://127.0.0.1:6081/\n\nhttp://127.0.0.1:6082",
             "CDN.x.com\n",
         ))
         .unwrap();
         let normal = s.to_input();
         assert_eq!(normal.publish_server, "https://server.com");
         assert_eq!(normal.template, "<ID>\nhttps://cdn.x.com/<ID>?$p$");
-        assert_eq!(
-            normal.purge_nodes,
-            "http://127.0.0.1:6081\nhttp://127.0.0.1:6082"
-        );
         assert_eq!(normal.allowed_hosts, "cdn.x.com");
         assert!(s.host_policy().allows("server.com"));
         assert!(s.host_policy().allows("cdn.x.com"));
@@ -215,8 +168,7 @@ mod tests {
         let errors = Settings::parse(&input(
             "ftp://x",
             "no placeholder",
-            "not a url\nhttp://n/with/path",
-            "bad host/x",
+            "bad host/x\nok.com\n:x",
         ))
         .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
@@ -225,18 +177,17 @@ mod tests {
             [
                 "publish_server",
                 "template",
-                "purge_nodes",
-                "purge_nodes",
+                "allowed_hosts",
                 "allowed_hosts"
             ]
         );
         assert!(errors[1].message.starts_with("Line 1:"));
-        assert!(errors[3].message.starts_with("Line 2:"));
+        assert!(errors[3].message.starts_with("Line 3:"));
     }
 
     #[test]
     fn relative_template_needs_a_publish_server() {
-        let errors = Settings::parse(&input("", "<ID>", "", "")).unwrap_err();
+        let errors = Settings::parse(&input("", "<ID>", "")).unwrap_err();
         assert!(errors[0].message.contains("Publish Server Name"));
     }
 }

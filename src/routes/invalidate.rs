@@ -1,7 +1,6 @@
 //! Invalidate CDN: the prefilled URL list, its validation, and Continue.
 
 use super::{Nav, render, see_other};
-use crate::cdn::ProviderSettings;
 use crate::domain::estimate::estimate_seconds;
 use crate::domain::settings::Settings;
 use crate::domain::url_list::{self, UrlError};
@@ -158,7 +157,6 @@ pub async fn submit(
     let id = queue(
         &state,
         &current,
-        &settings,
         key.to_string(),
         urls,
         list.duplicates_dropped,
@@ -172,19 +170,18 @@ pub async fn submit(
 pub async fn queue(
     state: &AppState,
     current: &CurrentUser,
-    settings: &Settings,
     idempotency_key: String,
     urls: Vec<String>,
     duplicates_dropped: usize,
     retry_of: Option<i64>,
 ) -> Result<i64, AppError> {
-    let provider = ProviderSettings::from_settings(settings);
+    let provider = super::settings::active_snapshot(&state.store.load_provider().await?);
     let throughput = state.store.recent_throughput().await?;
     let total = urls.len() as i64;
     let new = NewInvalidation {
         created_by: current.user.id,
         idempotency_key,
-        provider: provider.name().to_string(),
+        provider: provider.provider.clone(),
         provider_settings: serde_json::to_string(&provider).map_err(anyhow::Error::from)?,
         urls,
         duplicates_dropped,

@@ -1,8 +1,8 @@
 //! History, one invalidation's estimate/progress/result (HTML or JSON), and retry.
 
-use super::invalidate::{load_settings, queue};
+use super::invalidate::queue;
 use super::{Nav, Pager, fmt_time, q, render, see_other};
-use crate::cdn::ProviderSettings;
+use crate::cdn::ProviderSnapshot;
 use crate::domain::estimate::{describe, describe_duration};
 use crate::error::AppError;
 use crate::session::{CsrfForm, CurrentUser, wants_json};
@@ -67,7 +67,7 @@ impl From<&Invalidation> for Summary {
             },
             estimate: describe(i.estimated_seconds),
             duration,
-            provider: serde_json::from_str::<ProviderSettings>(&i.provider_settings)
+            provider: serde_json::from_str::<ProviderSnapshot>(&i.provider_settings)
                 .map(|p| p.describe())
                 .unwrap_or_else(|_| i.provider.clone()),
             duplicates_dropped: i.duplicates_dropped,
@@ -214,12 +214,10 @@ pub async fn retry(
         .store
         .invalidation_urls_with_status(id, UrlStatus::Failed)
         .await?;
-    let settings = load_settings(&state).await?;
     let urls = failed.into_iter().map(|u| u.url).collect();
     let new_id = queue(
         &state,
         &current,
-        &settings,
         format!("retry-of-{id}"),
         urls,
         0,

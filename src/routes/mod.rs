@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/settings", web::get().to(settings::show))
         .route("/settings", web::post().to(settings::save))
         .route("/settings/preview", web::get().to(settings::preview))
+        .route("/settings/test", web::post().to(settings::test_connection))
         .route("/users", web::get().to(users::list))
         .route("/users", web::post().to(users::change))
         .route("/assets", web::get().to(assets::list))

@@ -1,15 +1,18 @@
-//! Admin settings: publish server, template (with live preview), purge nodes, allowed hosts.
+//! Admin settings: publish server, template (with live preview), allowed hosts, and where
+//! purges go (the provider and its settings; credentials are write-only).
 
 use super::{Nav, render, see_other};
-use crate::cdn::ProviderSettings;
+use crate::cdn::{self, FieldKind, ProviderKind, ProviderSnapshot, Values};
 use crate::domain::settings::{FieldError, Settings, SettingsInput};
 use crate::error::AppError;
-use crate::session::{AdminUser, CsrfForm};
+use crate::session::{AdminUser, CsrfForm, CurrentUser};
 use crate::startup::AppState;
+use crate::store::ProviderChoice;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// The preview: the template expanded for a sample asset.
 pub struct Preview {
@@ -56,6 +59,26 @@ impl Preview {
     }
 }
 
+/// One provider's fieldset on the settings page.
+pub struct ProviderView {
+    name: &'static str,
+    label: &'static str,
+    selected: bool,
+    fields: Vec<FieldView>,
+}
+
+/// One field; a secret's value is never rendered, only whether it is set.
+pub struct FieldView {
+    name: &'static str,
+    label: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    value: String,
+    is_set: bool,
+    options: Vec<(&'static str, &'static str, bool)>,
+    errors: Vec<String>,
+}
+
 #[derive(Template)]
 #[template(path = "settings.html")]
 pub struct SettingsPage {
@@ -63,8 +86,10 @@ pub struct SettingsPage {
     form: SettingsInput,
     errors: Vec<FieldError>,
     saved: bool,
-    provider: String,
+    active: String,
+    providers: Vec<ProviderView>,
     preview: Preview,
+    test_result: Option<Result<String, String>>,
 }
 
 impl SettingsPage {
@@ -83,16 +108,113 @@ pub struct PreviewPartial {
     preview: Preview,
 }
 
+/// The active provider kind of a stored choice (the default when none was chosen).
+pub fn active_kind(choice: &ProviderChoice) -> &'static dyn ProviderKind {
+    cdn::kind(&choice.provider).unwrap_or_else(cdn::default_kind)
+}
+
+/// The snapshot a new invalidation records.
+pub fn active_snapshot(choice: &ProviderChoice) -> ProviderSnapshot {
+    ProviderSnapshot::new(active_kind(choice), &choice.values)
+}
+
+fn provider_views(
+    selected: &str,
+    values: &Values,
+    secrets: &Values,
+    errors: &[FieldError],
+) -> Vec<ProviderView> {
+    cdn::PROVIDERS
+        .iter()
+        .map(|kind| ProviderView {
+            name: kind.name(),
+            label: kind.label(),
+            selected: kind.name() == selected,
+            fields: kind
+                .fields()
+                .iter()
+                .map(|f| {
+                    let value = cdn::value(*kind, values, f.name).to_string();
+                    FieldView {
+                        name: f.name,
+                        label: f.label,
+                        help: f.help,
+                        kind: match f.kind {
+                            FieldKind::Text => "text",
+                            FieldKind::Lines => "lines",
+                            FieldKind::Secret => "secret",
+                            FieldKind::Choice(_) => "choice",
+                        },
+                        is_set: f.kind == FieldKind::Secret
+                            && secrets.get(f.name).is_some_and(|s| !s.is_empty()),
+                        options: match f.kind {
+                            FieldKind::Choice(options) => {
+                                options.iter().map(|(v, l)| (*v, *l, *v == value)).collect()
+                            }
+                            _ => Vec::new(),
+                        },
+                        value: if f.kind == FieldKind::Secret {
+                            String::new()
+                        } else {
+                            value
+                        },
+                        errors: errors
+                            .iter()
+                            .filter(|e| e.field == f.name)
+                            .map(|e| e.message.clone())
+                            .collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+struct PageParts {
+    form: SettingsInput,
+    errors: Vec<FieldError>,
+    active: String,
+    values: Values,
+    test_result: Option<Result<String, String>>,
+}
+
+async fn page(
+    state: &AppState,
+    admin: &CurrentUser,
+    parts: PageParts,
+    saved: bool,
+) -> Result<SettingsPage, AppError> {
+    let secrets = state.store.load_secrets().await?;
+    let describe = cdn::kind(&parts.active)
+        .map(|k| ProviderSnapshot::new(k, &parts.values).describe())
+        .unwrap_or_default();
+    Ok(SettingsPage {
+        nav: Nav::from(admin),
+        preview: Preview::build(state, &parts.form).await?,
+        providers: provider_views(&parts.active, &parts.values, &secrets, &parts.errors),
+        active: describe,
+        form: parts.form,
+        errors: parts.errors,
+        saved,
+        test_result: parts.test_result,
+    })
+}
+
+async fn stored_parts(state: &AppState) -> Result<PageParts, AppError> {
+    let choice = state.store.load_provider().await?;
+    Ok(PageParts {
+        form: state.store.load_settings().await?,
+        errors: Vec::new(),
+        active: active_kind(&choice).name().to_string(),
+        values: choice.values,
+        test_result: None,
+    })
+}
+
 #[derive(Deserialize)]
 pub struct ShowQuery {
     #[serde(default)]
     saved: Option<String>,
-}
-
-fn describe_provider(input: &SettingsInput) -> String {
-    Settings::parse(input)
-        .map(|s| ProviderSettings::from_settings(&s).describe())
-        .unwrap_or_default()
 }
 
 pub async fn show(
@@ -100,74 +222,129 @@ pub async fn show(
     state: web::Data<AppState>,
     query: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let form = state.store.load_settings().await?;
-    let page = SettingsPage {
-        nav: Nav::from(&admin),
-        preview: Preview::build(&state, &form).await?,
-        provider: describe_provider(&form),
-        form,
-        errors: Vec::new(),
-        saved: query.saved.is_some(),
-    };
-    render(StatusCode::OK, &page)
+    let parts = stored_parts(&state).await?;
+    render(
+        StatusCode::OK,
+        &page(&state, &admin, parts, query.saved.is_some()).await?,
+    )
 }
 
-#[derive(Deserialize)]
-pub struct SettingsForm {
-    #[serde(default)]
-    publish_server: String,
-    #[serde(default)]
-    template: String,
-    #[serde(default)]
-    purge_nodes: String,
-    #[serde(default)]
-    allowed_hosts: String,
-    /// `preview` re-renders without saving (the no-JavaScript preview).
-    #[serde(default)]
-    action: String,
-}
-
-impl SettingsForm {
-    fn input(self) -> SettingsInput {
-        SettingsInput {
-            publish_server: self.publish_server,
-            template: self.template,
-            purge_nodes: self.purge_nodes,
-            allowed_hosts: self.allowed_hosts,
-        }
-    }
-}
-
+/// `POST /settings`: every field of the page; `action=preview` re-renders without saving.
 pub async fn save(
     AdminUser(admin): AdminUser,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<SettingsForm>,
+    CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    let preview_only = form.action == "preview";
-    let input = form.input();
-    let parsed = Settings::parse(&input);
-    match parsed {
-        Ok(settings) if !preview_only => {
-            state.store.save_settings(&settings.to_input()).await?;
-            tracing::info!(admin = %admin.user.username, "settings saved");
-            Ok(see_other("/settings?saved=1"))
+    let form: BTreeMap<String, String> = fields.into_iter().collect();
+    let get = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let input = SettingsInput {
+        publish_server: get("publish_server"),
+        template: get("template"),
+        allowed_hosts: get("allowed_hosts"),
+    };
+    let stored = state.store.load_provider().await?;
+    let provider = form
+        .get("provider")
+        .cloned()
+        .unwrap_or_else(|| active_kind(&stored).name().to_string());
+    let mut errors = Vec::new();
+    let kind = match cdn::kind(&provider) {
+        Some(kind) => kind,
+        None => {
+            errors.push(FieldError {
+                field: "provider",
+                message: format!("\"{provider}\" is not a provider."),
+            });
+            active_kind(&stored)
         }
-        result => {
-            let (status, errors) = match result {
-                Err(errors) => (StatusCode::UNPROCESSABLE_ENTITY, errors),
-                Ok(_) => (StatusCode::OK, Vec::new()),
-            };
-            let page = SettingsPage {
-                nav: Nav::from(&admin),
-                preview: Preview::build(&state, &input).await?,
-                provider: describe_provider(&input),
-                form: input,
-                errors,
-                saved: false,
-            };
-            render(status, &page)
+    };
+    // Every provider's values are kept, so switching back and forth loses nothing.
+    let mut values = stored.values.clone();
+    let mut new_secrets = Values::new();
+    for field in cdn::PROVIDERS.iter().flat_map(|k| k.fields()) {
+        if let Some(value) = form.get(field.name) {
+            if field.kind == FieldKind::Secret {
+                if !value.trim().is_empty() {
+                    new_secrets.insert(field.name.to_string(), value.trim().to_string());
+                }
+            } else {
+                values.insert(field.name.to_string(), value.clone());
+            }
         }
     }
+    let mut check = state.store.load_secrets().await?;
+    check.extend(values.clone());
+    check.extend(new_secrets.clone());
+    errors.extend(kind.prepare(&mut check));
+    errors.extend(kind.validate(&check));
+    // `prepare` may have filled fields: split them back into plain values and secrets.
+    for field in kind.fields() {
+        if let Some(v) = check.get(field.name) {
+            if field.kind == FieldKind::Secret {
+                if !v.is_empty() {
+                    new_secrets.insert(field.name.to_string(), v.clone());
+                }
+            } else {
+                values.insert(field.name.to_string(), v.clone());
+            }
+        }
+    }
+    let settings = Settings::parse(&input);
+    if let Err(settings_errors) = &settings {
+        errors.splice(0..0, settings_errors.iter().cloned());
+    }
+    let preview_only = get("action") == "preview";
+    if let (Ok(settings), true, false) = (&settings, errors.is_empty(), preview_only) {
+        let choice = ProviderChoice {
+            provider: kind.name().to_string(),
+            values,
+        };
+        state
+            .store
+            .save_settings(&settings.to_input(), &choice, &new_secrets)
+            .await?;
+        tracing::info!(admin = %admin.user.username, provider = kind.name(), "settings saved");
+        return Ok(see_other("/settings?saved=1"));
+    }
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let parts = PageParts {
+        form: input,
+        errors,
+        active: kind.name().to_string(),
+        values,
+        test_result: None,
+    };
+    render(status, &page(&state, &admin, parts, false).await?)
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+/// `POST /settings/test`: the saved provider's cheapest harmless authenticated call.
+pub async fn test_connection(
+    AdminUser(admin): AdminUser,
+    state: web::Data<AppState>,
+    CsrfForm(_): CsrfForm<Empty>,
+) -> Result<HttpResponse, AppError> {
+    let mut parts = stored_parts(&state).await?;
+    let choice = state.store.load_provider().await?;
+    let secrets = state.store.load_secrets().await?;
+    let client = cdn::http_client(&state.config.purge).map_err(anyhow::Error::from)?;
+    let ctx = cdn::Context {
+        client,
+        config: state.config.purge.clone(),
+    };
+    let result = match active_snapshot(&choice).build(&secrets, &ctx) {
+        Ok(purger) => purger.test_connection().await,
+        Err(e) => Err(format!("The saved settings cannot be used: {e}")),
+    };
+    tracing::info!(admin = %admin.user.username, ok = result.is_ok(), "provider connection tested");
+    parts.test_result = Some(result);
+    render(StatusCode::OK, &page(&state, &admin, parts, false).await?)
 }
 
 #[derive(Deserialize)]
@@ -190,7 +367,6 @@ pub async fn preview(
     let input = SettingsInput {
         publish_server: query.publish_server,
         template: query.template,
-        purge_nodes: String::new(),
         allowed_hosts: query.allowed_hosts,
     };
     render(

@@ -43,6 +43,7 @@ string_enum!(
     UrlStatus {
         Queued => "queued",
         Retrying => "retrying",
+        Submitted => "submitted",
         Succeeded => "succeeded",
         Failed => "failed",
     }
@@ -106,6 +107,35 @@ pub struct UrlOutcome {
     pub attempts: i64,
     pub http_status: Option<i64>,
     pub error: Option<String>,
+    /// The provider request that carried the URL, when it was accepted.
+    pub batch_id: Option<i64>,
+}
+
+/// One request a provider accepted, with the ids it answered.
+#[derive(Debug, Clone)]
+pub struct PurgeBatch {
+    pub id: i64,
+    pub reference: String,
+    pub provider_id: Option<String>,
+    pub support_id: Option<String>,
+    pub estimated_seconds: Option<i64>,
+    pub url_count: i64,
+    /// Accepted but not yet complete at the provider (polled).
+    pub pending: bool,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// What the worker records for an accepted request.
+#[derive(Debug, Clone)]
+pub struct NewBatch<'a> {
+    pub invalidation_id: i64,
+    pub reference: &'a str,
+    pub provider_id: Option<&'a str>,
+    pub support_id: Option<&'a str>,
+    pub estimated_seconds: Option<i64>,
+    pub url_count: i64,
+    pub pending: bool,
 }
 
 /// History filters; empty strings mean "any".
@@ -381,7 +411,8 @@ impl Store {
         let finished =
             matches!(outcome.status, UrlStatus::Succeeded | UrlStatus::Failed).then(now_millis);
         sqlx::query(
-            "UPDATE invalidation_urls SET status = $2, attempts = $3, http_status = $4, error = $5, finished_at = $6
+            "UPDATE invalidation_urls SET status = $2, attempts = $3, http_status = $4, error = $5, finished_at = $6,
+                 batch_id = COALESCE($7, batch_id)
              WHERE id = $1",
         )
         .bind(url_id)
@@ -390,6 +421,7 @@ impl Store {
         .bind(outcome.http_status)
         .bind(&outcome.error)
         .bind(finished)
+        .bind(outcome.batch_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -400,7 +432,7 @@ impl Store {
     pub async fn finish_invalidation(&self, id: i64) -> Result<InvalidationStatus> {
         let (succeeded, failed, pending): (i64, i64, i64) = sqlx::query_as(
             "SELECT COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM(status = 'failed'), 0),
-                    COALESCE(SUM(status IN ('queued', 'retrying')), 0)
+                    COALESCE(SUM(status IN ('queued', 'retrying', 'submitted')), 0)
              FROM invalidation_urls WHERE invalidation_id = $1",
         )
         .bind(id)
@@ -424,5 +456,104 @@ impl Store {
                 .await?;
         }
         Ok(status)
+    }
+
+    /// Records a request the provider accepted; returns its id.
+    #[tracing::instrument(skip(self))]
+    pub async fn record_batch(&self, batch: &NewBatch<'_>) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO purge_batches (invalidation_id, reference, provider_id, support_id, estimated_seconds,
+                 url_count, status, created_at, completed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(batch.invalidation_id)
+        .bind(batch.reference)
+        .bind(batch.provider_id)
+        .bind(batch.support_id)
+        .bind(batch.estimated_seconds)
+        .bind(batch.url_count)
+        .bind(if batch.pending { "pending" } else { "done" })
+        .bind(now_millis())
+        .bind((!batch.pending).then(now_millis))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The provider requests of an invalidation, oldest first.
+    pub async fn invalidation_batches(&self, id: i64) -> Result<Vec<PurgeBatch>> {
+        self.batches_where(id, "1 = 1").await
+    }
+
+    /// Accepted requests the provider has not completed yet.
+    pub async fn pending_batches(&self, id: i64) -> Result<Vec<PurgeBatch>> {
+        self.batches_where(id, "status = 'pending'").await
+    }
+
+    async fn batches_where(&self, id: i64, condition: &str) -> Result<Vec<PurgeBatch>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, reference, provider_id, support_id, estimated_seconds, url_count, status, created_at, completed_at
+             FROM purge_batches WHERE invalidation_id = $1 AND {condition} ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PurgeBatch {
+                    id: row.try_get("id")?,
+                    reference: row.try_get("reference")?,
+                    provider_id: row.try_get("provider_id")?,
+                    support_id: row.try_get("support_id")?,
+                    estimated_seconds: row.try_get("estimated_seconds")?,
+                    url_count: row.try_get("url_count")?,
+                    pending: row.try_get::<&str, _>("status")? == "pending",
+                    created_at: row.try_get("created_at")?,
+                    completed_at: row.try_get("completed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The provider finished a pending request: it and its submitted URLs are done.
+    #[tracing::instrument(skip(self))]
+    pub async fn complete_batch(&self, batch_id: i64) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE purge_batches SET status = 'done', completed_at = $2 WHERE id = $1")
+            .bind(batch_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE invalidation_urls SET status = 'succeeded', finished_at = $2 WHERE batch_id = $1 AND status = 'submitted'",
+        )
+        .bind(batch_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Raises the stored estimate when the provider's own figure says clearing takes longer.
+    pub async fn raise_estimate(&self, id: i64, seconds: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE invalidations SET estimated_seconds = MAX(estimated_seconds, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(seconds)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// URLs accepted by providers and not completed yet, over every unfinished invalidation
+    /// (CloudFront allows a fixed number in progress).
+    pub async fn count_submitted_urls(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM invalidation_urls WHERE status = 'submitted'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -10,9 +10,10 @@ mod users;
 
 pub use assets::{Asset, AssetPage, AssetSort};
 pub use invalidations::{
-    HistoryFilter, HistoryPage, Invalidation, InvalidationStatus, InvalidationUrl, NewInvalidation,
-    UrlOutcome, UrlStatus,
+    HistoryFilter, HistoryPage, Invalidation, InvalidationStatus, InvalidationUrl, NewBatch,
+    NewInvalidation, PurgeBatch, UrlOutcome, UrlStatus,
 };
+pub use settings::ProviderChoice;
 pub use users::{Role, User};
 
 use sqlx::SqlitePool;
