@@ -7,7 +7,9 @@ use crate::domain::estimate::{describe, describe_duration};
 use crate::error::AppError;
 use crate::session::{CsrfForm, CurrentUser, wants_json};
 use crate::startup::AppState;
-use crate::store::{HistoryFilter, Invalidation, InvalidationStatus, InvalidationUrl, UrlStatus};
+use crate::store::{
+    HistoryFilter, Invalidation, InvalidationStatus, InvalidationUrl, PurgeBatch, UrlStatus,
+};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -97,12 +99,38 @@ impl From<InvalidationUrl> for UrlRow {
     }
 }
 
+/// One request the provider accepted, as the page and the JSON show it.
+#[derive(Serialize)]
+pub struct BatchRow {
+    provider_id: Option<String>,
+    support_id: Option<String>,
+    estimated_seconds: Option<i64>,
+    url_count: i64,
+    status: &'static str,
+    #[serde(skip)]
+    created: String,
+}
+
+impl From<PurgeBatch> for BatchRow {
+    fn from(b: PurgeBatch) -> Self {
+        Self {
+            provider_id: b.provider_id,
+            support_id: b.support_id,
+            estimated_seconds: b.estimated_seconds,
+            url_count: b.url_count,
+            status: if b.pending { "in progress" } else { "done" },
+            created: fmt_time(b.created_at),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "invalidation.html")]
 pub struct InvalidationPage {
     nav: Nav,
     inv: Summary,
     urls: Vec<UrlRow>,
+    batches: Vec<BatchRow>,
 }
 
 #[derive(Serialize)]
@@ -125,6 +153,8 @@ struct InvalidationJson {
     created_at: String,
     finished_at: Option<String>,
     urls: Vec<UrlJson>,
+    /// The provider's answers per request (purge and support ids).
+    batches: Vec<BatchRow>,
 }
 
 fn rfc3339(millis: i64) -> String {
@@ -151,6 +181,13 @@ pub async fn show(
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
     let urls = state.store.invalidation_urls(id).await?;
+    let batches: Vec<BatchRow> = state
+        .store
+        .invalidation_batches(id)
+        .await?
+        .into_iter()
+        .map(BatchRow::from)
+        .collect();
     if wants_json(&req) {
         return Ok(HttpResponse::Ok().json(InvalidationJson {
             id: inv.id,
@@ -171,12 +208,14 @@ pub async fn show(
                     error: u.error,
                 })
                 .collect(),
+            batches,
         }));
     }
     let page = InvalidationPage {
         nav: Nav::from(&current),
         inv: Summary::from(&inv),
         urls: urls.into_iter().map(UrlRow::from).collect(),
+        batches,
     };
     render(StatusCode::OK, &page)
 }

@@ -224,6 +224,38 @@ impl Browser {
         .await
     }
 
+    /// Saves settings choosing `provider` with its `fields` (e.g. `[("cloudflare_zone_id", "abc")]`).
+    pub async fn save_provider(
+        &self,
+        publish_server: &str,
+        allowed_hosts: &str,
+        provider: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let token = self.csrf_from("/settings").await;
+        let mut form = vec![
+            ("publish_server", publish_server),
+            ("template", "<ID>"),
+            ("allowed_hosts", allowed_hosts),
+            ("provider", provider),
+            ("csrf_token", token.as_str()),
+        ];
+        form.extend_from_slice(fields);
+        self.post_form("/settings", &form).await
+    }
+
+    /// Presses Test connection on the settings page; returns (ok, message).
+    pub async fn test_connection(&self) -> (bool, String) {
+        let token = self.csrf_from("/settings").await;
+        let r = self
+            .post_form("/settings/test", &[("csrf_token", &token)])
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let html = Html::parse_document(&r.text().await.unwrap());
+        let ok = attr(&html, "#test-result", "data-ok").expect("a test result") == "true";
+        (ok, texts(&html, "#test-result").remove(0))
+    }
+
     /// Uploads a catalogue CSV through the assets page.
     pub async fn import_csv(&self, csv: &str) -> reqwest::Response {
         let token = self.csrf_from("/assets").await;

@@ -169,3 +169,45 @@ async fn live_preview_follows_the_text_being_typed_without_saving() {
     let html = admin.page("/settings").await;
     assert_eq!(attr(&html, "#publish_server", "value").unwrap(), "");
 }
+
+#[tokio::test]
+async fn test_connection_reaches_the_purge_nodes() {
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (ok, message) = admin.test_connection().await;
+    assert!(ok && message.contains("no API to call"), "{message}");
+    let r = admin
+        .save_provider(
+            "server.com",
+            "",
+            "http_purge",
+            &[("purge_nodes", &format!("{}/", node.base()))],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (ok, message) = admin.test_connection().await;
+    assert!(ok, "{message}");
+    assert!(
+        message.contains(&format!("{} answered HTTP 200", node.base())),
+        "{message}"
+    );
+    // The probe changes nothing: it is not a PURGE.
+    assert!(node.received().iter().all(|r| r.method == "OPTIONS"));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    admin
+        .save_provider(
+            "server.com",
+            "",
+            "http_purge",
+            &[("purge_nodes", &format!("http://127.0.0.1:{closed}"))],
+        )
+        .await;
+    let (ok, message) = admin.test_connection().await;
+    assert!(!ok && message.contains("could not connect"), "{message}");
+}
