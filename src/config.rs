@@ -47,7 +47,18 @@ pub struct Config {
     pub purge: PurgeConfig,
     /// Start the background purge worker (tests may drive it themselves instead).
     pub run_worker: bool,
+    /// Largest urlencoded form body accepted (bytes).
+    pub max_form_bytes: usize,
+    /// Largest catalogue upload accepted (bytes).
+    pub max_upload_bytes: usize,
+    /// Failed logins per user name or client address in 15 minutes before logins wait.
+    pub login_max_failures: i64,
 }
+
+/// Default form limit: 10,000 URLs of up to 4 KiB, plus room.
+pub const DEFAULT_MAX_FORM_BYTES: usize = 48 * 1024 * 1024;
+/// Default catalogue upload limit.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 
 impl Config {
     pub fn from_args(args: ServeArgs, database_url: String) -> Self {
@@ -65,6 +76,9 @@ impl Config {
                 ..PurgeConfig::default()
             },
             run_worker: true,
+            max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            login_max_failures: crate::domain::throttle::MAX_FAILURES,
         }
     }
 
@@ -78,6 +92,9 @@ impl Config {
             secure_cookies: false,
             purge: PurgeConfig::default(),
             run_worker: true,
+            max_form_bytes: DEFAULT_MAX_FORM_BYTES,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            login_max_failures: crate::domain::throttle::MAX_FAILURES,
         }
     }
 }

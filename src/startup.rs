@@ -15,10 +15,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Largest urlencoded form body: 10,000 URLs of up to 4 KiB plus room.
-pub const MAX_FORM_BYTES: usize = 48 * 1024 * 1024;
-/// Largest catalogue upload.
-pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "cdn_invalidator_session";
 
@@ -80,6 +76,7 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)?;
         let port = listener.local_addr()?.port();
         let secure = config.secure_cookies;
+        let max_form_bytes = config.max_form_bytes;
         let state = web::Data::new(AppState {
             store,
             config,
@@ -94,7 +91,7 @@ impl Application {
                 .build();
             App::new()
                 .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
+                .app_data(web::PayloadConfig::new(max_form_bytes))
                 .wrap(sessions)
                 .wrap(security_headers())
                 .configure(routes::configure)

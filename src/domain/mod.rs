@@ -6,6 +6,7 @@ pub mod estimate;
 pub mod publish_server;
 pub mod settings;
 pub mod template;
+pub mod throttle;
 pub mod url_list;
 
 pub use asset::{AssetId, AssetKind};

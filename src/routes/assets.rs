@@ -4,7 +4,7 @@ use super::{Nav, Pager, q, render, see_other};
 use crate::domain::catalogue;
 use crate::error::AppError;
 use crate::session::{AdminUser, CurrentUser};
-use crate::startup::{AppState, MAX_UPLOAD_BYTES};
+use crate::startup::AppState;
 use crate::store::{Asset, AssetSort};
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
@@ -105,9 +105,10 @@ pub async fn list(
 }
 
 /// Reads the multipart body: the CSRF token and the file, refusing more than the upload limit.
-async fn read_upload(mut payload: Multipart) -> Result<(String, Vec<u8>), AppError> {
+async fn read_upload(mut payload: Multipart, limit: usize) -> Result<(String, Vec<u8>), AppError> {
     let mut csrf = String::new();
     let mut file = Vec::new();
+    let mut total = 0;
     while let Some(field) = payload.next().await {
         let mut field = field
             .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
@@ -116,10 +117,11 @@ async fn read_upload(mut payload: Multipart) -> Result<(String, Vec<u8>), AppErr
         while let Some(chunk) = field.next().await {
             let chunk = chunk
                 .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}")))?;
-            if data.len() + chunk.len() > MAX_UPLOAD_BYTES {
+            total += chunk.len();
+            if total > limit {
                 return Err(AppError::PayloadTooLarge(format!(
-                    "The file is larger than {} MiB. Split the catalogue into several files.",
-                    MAX_UPLOAD_BYTES / (1024 * 1024)
+                    "The upload is larger than {} KiB, the most this server accepts. Split the catalogue into several files.",
+                    limit / 1024
                 )));
             }
             data.extend_from_slice(&chunk);
@@ -138,7 +140,12 @@ pub async fn import(
     state: web::Data<AppState>,
     payload: Multipart,
 ) -> Result<HttpResponse, AppError> {
-    let (csrf, file) = read_upload(payload).await?;
+    let (csrf, file) = match read_upload(payload, state.config.max_upload_bytes).await {
+        Ok(upload) => upload,
+        // A body that is not a multipart form cannot carry this session's token.
+        Err(AppError::BadRequest(_)) => (String::new(), Vec::new()),
+        Err(e) => return Err(e),
+    };
     admin.session.check_csrf(&csrf)?;
     match catalogue::parse(&file) {
         Ok(rows) => {

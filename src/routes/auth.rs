@@ -1,12 +1,14 @@
 //! First-run setup, login and logout.
 
 use super::{render, see_other};
+use crate::domain::throttle;
 use crate::error::AppError;
 use crate::password;
 use crate::session::{CsrfForm, CurrentUser, TypedSession};
 use crate::startup::AppState;
+use crate::store::now_millis;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use askama_web::WebTemplate;
 use serde::Deserialize;
@@ -137,9 +139,45 @@ pub async fn login_form(
 pub async fn login(
     state: web::Data<AppState>,
     session: TypedSession,
+    req: HttpRequest,
     CsrfForm(form): CsrfForm<Credentials>,
 ) -> Result<HttpResponse, AppError> {
     let username = form.username.trim().to_string();
+    // The peer address, not a forwarded header a client could forge.
+    let client_ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let now = now_millis();
+    let (by_user, by_client, oldest_user, oldest_client) = state
+        .store
+        .recent_login_failures(&username, &client_ip, now - throttle::WINDOW_MILLIS)
+        .await?;
+    if let Some(wait) = throttle::wait_seconds(
+        state.config.login_max_failures,
+        now,
+        by_user,
+        oldest_user,
+        by_client,
+        oldest_client,
+    ) {
+        tracing::warn!(%username, %client_ip, "login throttled");
+        let error = format!(
+            "Too many failed logins for this user name or from this address. Try again in {}.",
+            throttle::describe_wait(wait)
+        );
+        let page = LoginPage {
+            csrf: session.csrf_token()?,
+            username,
+            error: Some(error),
+        };
+        let mut response = render(StatusCode::TOO_MANY_REQUESTS, &page)?;
+        response.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(wait),
+        );
+        return Ok(response);
+    }
     let user = state.store.find_user_by_name(&username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let pw = form.password;
@@ -147,6 +185,7 @@ pub async fn login(
     let valid = password::spawn_blocking(move || password::verify(&pw, stored.as_deref())).await;
     match user {
         Some(user) if valid && !user.disabled => {
+            state.store.clear_login_failures(&username).await?;
             session.log_in(&user)?;
             tracing::info!(username = %user.username, "logged in");
             Ok(see_other("/assets"))
@@ -158,6 +197,10 @@ pub async fn login(
                 "Wrong user name or password."
             };
             tracing::info!(%username, "login refused");
+            state
+                .store
+                .record_login_failure(&username, &client_ip, now - throttle::WINDOW_MILLIS)
+                .await?;
             let page = LoginPage {
                 csrf: session.csrf_token()?,
                 username,

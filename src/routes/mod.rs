@@ -16,35 +16,45 @@ use askama::Template;
 
 pub use auth::check_username;
 
-/// Registers every route. `tests/` keeps a table of them; a route added here must be added there.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(auth::healthz))
-        .route("/static/{file}", web::get().to(static_files::serve))
-        .route("/", web::get().to(auth::home))
-        .route("/setup", web::get().to(auth::setup_form))
-        .route("/setup", web::post().to(auth::setup))
-        .route("/login", web::get().to(auth::login_form))
-        .route("/login", web::post().to(auth::login))
-        .route("/logout", web::post().to(auth::logout))
-        .route("/settings", web::get().to(settings::show))
-        .route("/settings", web::post().to(settings::save))
-        .route("/settings/preview", web::get().to(settings::preview))
-        .route("/settings/test", web::post().to(settings::test_connection))
-        .route("/users", web::get().to(users::list))
-        .route("/users", web::post().to(users::change))
-        .route("/assets", web::get().to(assets::list))
-        .route("/assets/import", web::post().to(assets::import))
-        .route("/invalidate", web::get().to(invalidate::blank))
-        .route("/invalidate", web::post().to(invalidate::from_assets))
-        .route("/invalidations", web::post().to(invalidate::submit))
-        .route("/invalidations", web::get().to(invalidations::history))
-        .route("/invalidations/{id}", web::get().to(invalidations::show))
-        .route(
-            "/invalidations/{id}/retry",
-            web::post().to(invalidations::retry),
-        )
-        .default_service(web::to(not_found));
+/// Declares every route once: `configure` registers them and `ROUTES` lists them, so the
+/// security test's table can be checked against the real set (a new route fails it until added).
+macro_rules! routes {
+    ($(($method:ident, $path:literal, $handler:path)),+ $(,)?) => {
+        /// Every (method, path) the app serves.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),+];
+
+        /// Registers every route.
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)+
+            cfg.default_service(web::to(not_found));
+        }
+    };
 }
+
+routes![
+    (get, "/healthz", auth::healthz),
+    (get, "/static/{file}", static_files::serve),
+    (get, "/", auth::home),
+    (get, "/setup", auth::setup_form),
+    (post, "/setup", auth::setup),
+    (get, "/login", auth::login_form),
+    (post, "/login", auth::login),
+    (post, "/logout", auth::logout),
+    (get, "/settings", settings::show),
+    (post, "/settings", settings::save),
+    (get, "/settings/preview", settings::preview),
+    (post, "/settings/test", settings::test_connection),
+    (get, "/users", users::list),
+    (post, "/users", users::change),
+    (get, "/assets", assets::list),
+    (post, "/assets/import", assets::import),
+    (get, "/invalidate", invalidate::blank),
+    (post, "/invalidate", invalidate::from_assets),
+    (post, "/invalidations", invalidate::submit),
+    (get, "/invalidations", invalidations::history),
+    (get, "/invalidations/{id}", invalidations::show),
+    (post, "/invalidations/{id}/retry", invalidations::retry),
+];
 
 async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound(

@@ -176,3 +176,63 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Failed logins since `since` for this user name and for this client address, and the
+    /// oldest of each (when the window frees up).
+    #[tracing::instrument(skip(self))]
+    pub async fn recent_login_failures(
+        &self,
+        username: &str,
+        client_ip: &str,
+        since: i64,
+    ) -> Result<(i64, i64, Option<i64>, Option<i64>)> {
+        let (by_user, oldest_user): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = $1 AND at >= $2",
+        )
+        .bind(username)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        let (by_client, oldest_client): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(at) FROM login_failures WHERE client_ip = $1 AND at >= $2",
+        )
+        .bind(client_ip)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((by_user, by_client, oldest_user, oldest_client))
+    }
+
+    /// Records a failed login and forgets failures older than `forget_before`.
+    #[tracing::instrument(skip(self))]
+    pub async fn record_login_failure(
+        &self,
+        username: &str,
+        client_ip: &str,
+        forget_before: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO login_failures (username, client_ip, at) VALUES ($1, $2, $3)")
+            .bind(username)
+            .bind(client_ip)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM login_failures WHERE at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A successful login clears the user name's failures (the client's stay counted).
+    pub async fn clear_login_failures(&self, username: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -10,4 +10,5 @@ mod assets;
 mod history;
 mod invalidate;
 mod purging;
+mod security;
 mod settings;

@@ -60,6 +60,36 @@ impl PurgeNode {
         Self { port, received }
     }
 
+    /// Answers every request with `307 Temporary Redirect` to `target` (for SSRF tests).
+    pub async fn start_redirecting(target: &str) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (log, target) = (received.clone(), target.to_string());
+        let server = HttpServer::new(move || {
+            let (log, target) = (log.clone(), target.clone());
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let (log, target) = (log.clone(), target.clone());
+                async move {
+                    log.lock().unwrap().push(Received {
+                        method: req.method().to_string(),
+                        path_and_query: req.uri().to_string(),
+                        host: String::new(),
+                    });
+                    HttpResponse::TemporaryRedirect()
+                        .insert_header(("Location", format!("{target}{}", req.uri())))
+                        .finish()
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { port, received }
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
