@@ -28,7 +28,7 @@ pub struct AppState {
 
 /// A built, bound, not yet running application.
 pub struct Application {
-    port: u16,
+    address: std::net::SocketAddr,
     server: Server,
 }
 
@@ -74,7 +74,7 @@ impl Application {
             tokio::spawn(worker.run());
         }
         let listener = TcpListener::bind(&config.listen)?;
-        let port = listener.local_addr()?.port();
+        let address = listener.local_addr()?;
         let secure = config.secure_cookies;
         let max_form_bytes = config.max_form_bytes;
         let state = web::Data::new(AppState {
@@ -98,11 +98,16 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self { address, server })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.address.port()
+    }
+
+    /// The address actually bound (the port is chosen by the OS when configured as 0).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -10,5 +10,6 @@ mod assets;
 mod history;
 mod invalidate;
 mod purging;
+mod secrets;
 mod security;
 mod settings;

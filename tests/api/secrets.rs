@@ -1,0 +1,119 @@
+//! Secrets never leave the server: not in pages, JSON, logs or error messages.
+//! Runs the real binary so its whole log output can be searched.
+
+use crate::helpers::*;
+use crate::purge_node::PurgeNode;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+#[tokio::test]
+async fn secrets_appear_in_no_page_json_or_log_line() {
+    let session_secret = "session-key-material-that-must-stay-secret-0123456789";
+    let user_password = "ursula-very-secret-pw";
+    let node = PurgeNode::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/app.db", dir.path().display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cdn-invalidator"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+            "--purge-attempts",
+            "2",
+            "--purge-backoff-ms",
+            "10",
+        ])
+        .env("CDN_INVALIDATOR_SECRET", session_secret)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let (log, tx) = (log.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(address.trim().to_string());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    let base = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the server says where it listens");
+    let app = TestApp {
+        address: base,
+        database_url: database,
+        dir,
+    };
+
+    // A full flow: setup, settings, users, import, a failing purge with its error, history, JSON.
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let token = admin.csrf_from("/users").await;
+    admin
+        .post_form(
+            "/users",
+            &[
+                ("action", "add"),
+                ("username", "ursula"),
+                ("password", user_password),
+                ("role", "user"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    let user = app.browser();
+    user.login("ursula", user_password).await;
+    user.login("ursula", "a-wrong-password").await;
+    admin.import_csv("id,name\nBackpack_B,Backpack\n").await;
+    let id = user
+        .invalidate_urls("https://server.com/is/image/Backpack_B")
+        .await;
+    let json = user.wait_finished(id).await;
+    let mut seen = json.to_string();
+    for path in [
+        "/assets",
+        "/invalidate",
+        "/invalidations",
+        &format!("/invalidations/{id}"),
+        "/settings",
+        "/users",
+        "/login",
+        "/nope",
+    ] {
+        seen.push_str(&admin.get(path).await.text().await.unwrap());
+        seen.push_str(&user.get(path).await.text().await.unwrap());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("invalidation finished"),
+        "the log was captured:\n{log}"
+    );
+    for secret in [
+        session_secret,
+        ADMIN_PASSWORD,
+        user_password,
+        "a-wrong-password",
+    ] {
+        assert!(!seen.contains(secret), "a page or JSON shows {secret}");
+        assert!(!log.contains(secret), "the log shows {secret}");
+    }
+}
