@@ -7,6 +7,7 @@ mod varnish;
 
 mod accounts;
 mod assets;
+mod browser;
 mod history;
 mod invalidate;
 mod purging;

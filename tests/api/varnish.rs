@@ -56,7 +56,7 @@ impl Origin {
 pub struct Varnish {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -83,6 +83,7 @@ impl Varnish {
             .into_iter()
             .find(|p| Path::new(p).exists() || which(p))
             .expect("varnishd is installed (the test command installs it)");
+        let log = std::fs::File::create(dir.path().join("varnishd.log")).unwrap();
         let child = Command::new(varnishd)
             .args(["-F", "-j", "none", "-n"])
             .arg(dir.path().join("work"))
@@ -91,14 +92,10 @@ impl Varnish {
             .args(["-s", "malloc,32m", "-T", "none", "-p", "default_ttl=3600"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("varnishd starts");
-        let varnish = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        let varnish = Self { port, child, dir };
         varnish.wait_ready().await;
         varnish
     }
@@ -116,7 +113,8 @@ impl Varnish {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("varnishd did not start listening on {}", self.port);
+        let log = std::fs::read_to_string(self.dir.path().join("varnishd.log")).unwrap_or_default();
+        panic!("varnishd did not start listening on {}:\n{log}", self.port);
     }
 
     /// GET through Varnish: (body, X-Cache header).

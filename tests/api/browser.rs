@@ -1,0 +1,462 @@
+//! Real-browser tests: headless Chromium (Debian's `chromium` + `chromium-driver`) driven over
+//! WebDriver. They save screenshots of the main pages to `docs/screenshots/`.
+
+use crate::helpers::*;
+use crate::varnish::{Origin, Varnish};
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A chromedriver process and a headless Chromium session; both end when dropped/closed.
+pub struct Chrome {
+    pub c: Client,
+    /// Only one flow writes `docs/screenshots/`, so parallel tests never race on the files.
+    pub save_screenshots: bool,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Chrome {
+    pub async fn start(javascript: bool) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs chromium-driver)");
+        let profile = tempfile::tempdir().unwrap();
+        let mut options = serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        });
+        if !javascript {
+            options["prefs"] =
+                serde_json::json!({ "profile.managed_default_content_settings.javascript": 2 });
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), options);
+        let mut last_error = None;
+        for _ in 0..100 {
+            match ClientBuilder::native()
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => {
+                    return Self {
+                        c,
+                        save_screenshots: false,
+                        driver,
+                        _profile: profile,
+                    };
+                }
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("could not start a Chromium session: {last_error:?}");
+    }
+
+    pub async fn find(&self, css: &str) -> Element {
+        self.c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.c.find_all(Locator::Css(css)).await.unwrap() {
+            out.push(e.text().await.unwrap());
+        }
+        out
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.c.goto(url).await.unwrap();
+    }
+
+    pub async fn path(&self) -> String {
+        self.c.current_url().await.unwrap().path().to_string()
+    }
+
+    /// Waits until `css`'s text satisfies `ok` (pages that update themselves).
+    pub async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool, seconds: u64) -> String {
+        let mut last = String::new();
+        for _ in 0..seconds * 10 {
+            if let Ok(e) = self.c.find(Locator::Css(css)).await
+                && let Ok(t) = e.text().await
+            {
+                if ok(&t) {
+                    return t;
+                }
+                last = t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never got there; last text {last:?}");
+    }
+
+    /// Presses Tab until the focused element matches `css` (at most 60 times); proves it is
+    /// reachable by keyboard.
+    pub async fn tab_to(&self, css: &str) -> Element {
+        let target = self.find(css).await;
+        let target_id = target.element_id();
+        for _ in 0..60 {
+            let active = self.c.active_element().await.unwrap();
+            if active.element_id() == target_id {
+                return active;
+            }
+            active
+                .send_keys(&char::from(Key::Tab).to_string())
+                .await
+                .unwrap();
+        }
+        panic!("{css} cannot be reached with the Tab key");
+    }
+
+    pub async fn screenshot(&self, name: &str) {
+        if !self.save_screenshots {
+            return;
+        }
+        let png = self.c.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Every visible form control has a label (label[for], a wrapping label, or aria-label).
+    pub async fn unlabelled_controls(&self) -> Vec<String> {
+        let script = r#"
+            return [...document.querySelectorAll('input, select, textarea')]
+              .filter(e => e.type !== 'hidden')
+              .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+              .map(e => e.outerHTML);"#;
+        let v = self.c.execute(script, vec![]).await.unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub async fn close(self) {
+        let _ = self.c.clone().close().await;
+    }
+}
+
+const USER_PASSWORD: &str = "ursula-password";
+
+/// Admin sets up, configures, imports and adds a user; everything in the browser.
+async fn admin_prepares(ch: &Chrome, base: &str, server: &str, javascript: bool) {
+    ch.goto(&format!("{base}/")).await;
+    assert_eq!(ch.path().await, "/setup");
+    ch.screenshot("setup").await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#publish_server").await;
+    assert_eq!(ch.path().await, "/settings");
+
+    ch.fill("#publish_server", server).await;
+    ch.fill("#template", "Company/<ID>?$product$").await;
+    if javascript {
+        // The live preview follows the typing without a reload.
+        let expected = format!("{server}/is/image/Company/Backpack_B?$product$");
+        ch.wait_text("#preview", |t| t.contains(&expected), 10)
+            .await;
+    } else {
+        ch.click("button[value=preview]").await;
+        assert!(
+            ch.text("#preview")
+                .await
+                .contains("/is/image/Company/Backpack_B?$product$")
+        );
+    }
+    ch.screenshot("settings").await;
+    ch.click("button[value=save]").await;
+    assert_eq!(ch.text("[role=status]").await, "Settings saved.");
+
+    ch.goto(&format!("{base}/assets")).await;
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example-assets.csv");
+    ch.find("#file")
+        .await
+        .send_keys(&csv.display().to_string())
+        .await
+        .unwrap();
+    ch.click("form[action='/assets/import'] button").await;
+    assert_eq!(ch.text("[role=status]").await, "Imported 6 assets.");
+
+    ch.goto(&format!("{base}/users")).await;
+    ch.fill("#new-username", "ursula").await;
+    ch.fill("#new-password", USER_PASSWORD).await;
+    ch.click("form button[type=submit][class=''], form.stack button")
+        .await;
+    ch.wait_text("[role=status]", |t| t == "User added.", 5)
+        .await;
+    ch.screenshot("users").await;
+    ch.click(".logout button").await;
+    assert_eq!(ch.path().await, "/login");
+}
+
+/// The user's whole flow against a real Varnish; returns the invalidation page's path.
+async fn user_invalidates(ch: &Chrome, base: &str, javascript: bool) -> String {
+    ch.fill("#username", "ursula").await;
+    ch.fill("#password", USER_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#q").await;
+    assert_eq!(ch.path().await, "/assets");
+    ch.screenshot("assets").await;
+
+    // Search, then tick one asset with the mouse and one with the keyboard.
+    ch.fill("#q", "backpack").await;
+    ch.find("#q")
+        .await
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    ch.wait_text("#asset-count", |t| t.starts_with("2 assets"), 5)
+        .await;
+    if !javascript {
+        // Proof that scripts are really off: the select-all box ticks nothing.
+        ch.click("#select-all").await;
+        assert!(
+            !ch.find("input[name=asset_id][value=Backpack_R]")
+                .await
+                .is_selected()
+                .await
+                .unwrap()
+        );
+        ch.click("#select-all").await;
+    }
+    ch.click("input[name=asset_id][value=Backpack_B]").await;
+    let by_keyboard = ch.tab_to("input[name=asset_id][value=Backpack_R]").await;
+    by_keyboard.send_keys(" ").await.unwrap();
+    let ticked = ch.c.execute("return [...document.querySelectorAll('input[name=asset_id]:checked')].map(e => e.value)", vec![]).await.unwrap();
+    assert_eq!(ticked, serde_json::json!(["Backpack_B", "Backpack_R"]));
+    ch.click("#selection button[type=submit]").await;
+
+    // The prefilled list: one line per asset; delete one line, add another, Continue.
+    let area = ch.find("textarea[name=urls]").await;
+    let prefilled = area.prop("value").await.unwrap().unwrap();
+    let lines: Vec<&str> = prefilled.lines().collect();
+    assert_eq!(lines.len(), 2, "{prefilled}");
+    assert!(lines[0].ends_with("/is/image/Company/Backpack_B?$product$"));
+    assert!(lines[1].ends_with("/is/image/Company/Backpack_R?$product$"));
+    ch.screenshot("invalidate").await;
+    let edited = format!(
+        "{}\n{}",
+        lines[0],
+        lines[0].replace("Backpack_B", "Tent_2P")
+    );
+    area.clear().await.unwrap();
+    area.send_keys(&edited).await.unwrap();
+    ch.click("form[action='/invalidations'] button").await;
+
+    // Estimate, then progress to done: by script with JavaScript, by meta refresh without.
+    let estimate = ch.text("#estimate").await;
+    assert!(
+        estimate.starts_with("Estimated time to clear: about"),
+        "{estimate}"
+    );
+    let page = ch.path().await;
+    assert!(page.starts_with("/invalidations/"), "{page}");
+    ch.wait_text("#status", |t| t == "Succeeded", 20).await;
+    let progress = ch.find("progress#progress").await;
+    assert_eq!(
+        progress.attr("value").await.unwrap(),
+        progress.attr("max").await.unwrap()
+    );
+    assert_eq!(
+        ch.texts("#urls tbody .outcome").await,
+        ["succeeded", "succeeded"]
+    );
+    ch.screenshot("invalidation").await;
+
+    // Found in history.
+    ch.goto(&format!("{base}/invalidations")).await;
+    let id = page.trim_start_matches("/invalidations/");
+    assert!(
+        !ch.c
+            .find_all(Locator::Css(&format!("#history tr[data-id='{id}']")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    ch.screenshot("history").await;
+    page
+}
+
+async fn full_flow(javascript: bool) {
+    let origin = Origin::start().await;
+    let varnish = Varnish::start(origin.port).await;
+    let server = format!("http://127.0.0.1:{}", varnish.port);
+    let host = format!("127.0.0.1:{}", varnish.port);
+    let path = "/is/image/Company/Backpack_B?$product$";
+    varnish.fetch(path, &host).await;
+    assert_eq!(varnish.fetch(path, &host).await.1, "HIT");
+    origin.set_version("v2");
+
+    let app = spawn_app().await;
+    let mut ch = Chrome::start(javascript).await;
+    ch.save_screenshots = javascript;
+    admin_prepares(&ch, &app.address, &server, javascript).await;
+    user_invalidates(&ch, &app.address, javascript).await;
+    let (body, cache) = varnish.fetch(path, &host).await;
+    assert_eq!(
+        (body.starts_with("v2:"), cache.as_str()),
+        (true, "MISS"),
+        "{body}"
+    );
+    ch.close().await;
+}
+
+#[tokio::test]
+async fn the_whole_flow_in_a_real_browser() {
+    full_flow(true).await;
+}
+
+#[tokio::test]
+async fn the_whole_flow_without_javascript() {
+    full_flow(false).await;
+}
+
+#[tokio::test]
+async fn every_form_control_has_a_label() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "<ID>", "", "").await;
+    admin.import_csv("id,name\na,A\n").await;
+    let id = admin.invalidate_urls("https://server.com/is/image/a").await;
+    let ch = Chrome::start(true).await;
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.find("#password")
+        .await
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    ch.find("#q").await;
+    for page in [
+        "/assets",
+        "/invalidate",
+        "/invalidations",
+        &format!("/invalidations/{id}"),
+        "/settings",
+        "/users",
+    ] {
+        ch.goto(&format!("{}{page}", app.address)).await;
+        ch.find("main").await;
+        let unlabelled = ch.unlabelled_controls().await;
+        assert!(
+            unlabelled.is_empty(),
+            "{page}: controls without a label: {unlabelled:?}"
+        );
+    }
+    ch.close().await;
+}
+
+/// Script payloads in asset IDs and names, usernames and URLs are shown inert: no dialog,
+/// no injected element, no script ran.
+#[tokio::test]
+async fn script_payloads_stay_inert_in_the_browser() {
+    let payload = r#"<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>"#;
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    admin
+        .import_csv(&format!(
+            "id,name\n\"{}\",\"{payload}\"\n",
+            payload.replace('"', "\"\"")
+        ))
+        .await;
+    let token = admin.csrf_from("/users").await;
+    admin
+        .post_form(
+            "/users",
+            &[
+                ("action", "add"),
+                ("username", "<img/src/onerror=alert(3)>"),
+                ("password", "long-enough-pw"),
+                ("role", "user"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    let (_, page) = admin.open_invalidate(&[payload]).await;
+    let id = admin
+        .invalidate_urls(&texts(&page, "textarea[name=urls]")[0])
+        .await;
+    admin.wait_finished(id).await;
+
+    let ch = Chrome::start(true).await;
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#q").await;
+    for path in [
+        "/assets",
+        "/users",
+        &format!("/invalidations/{id}"),
+        "/invalidations",
+    ] {
+        ch.goto(&format!("{}{path}", app.address)).await;
+        ch.find("main").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            ch.c.get_alert_text().await.is_err(),
+            "{path}: a dialog opened"
+        );
+        let ran = ch.c.execute("return window.__xss === undefined && document.querySelectorAll('main img').length === 0", vec![]).await.unwrap();
+        assert_eq!(
+            ran,
+            serde_json::json!(true),
+            "{path}: a payload ran or injected an element"
+        );
+    }
+    // The payload is visible as text.
+    ch.goto(&format!("{}/assets", app.address)).await;
+    assert!(
+        ch.text("tbody")
+            .await
+            .contains("<script>window.__xss=2</script>")
+    );
+    ch.close().await;
+}
