@@ -33,6 +33,19 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
+  // Settings: show only the chosen provider's fields (all stay in the form, so nothing is lost).
+  const radios = document.querySelectorAll('input[name="provider"]');
+  if (radios.length) {
+    const sync = () => {
+      const chosen = document.querySelector('input[name="provider"]:checked');
+      document.querySelectorAll(".provider-fields").forEach((f) => {
+        f.hidden = !chosen || f.dataset.provider !== chosen.value;
+      });
+    };
+    radios.forEach((r) => r.addEventListener("change", sync));
+    sync();
+  }
+
   // Invalidation: live progress from the JSON view; reload once finished to show the result.
   const box = document.getElementById("invalidation");
   if (box && !["succeeded", "partially_failed", "failed"].includes(box.dataset.status)) {
