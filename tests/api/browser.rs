@@ -228,6 +228,7 @@ async fn admin_prepares(ch: &Chrome, base: &str, server: &str, javascript: bool)
         .await;
     ch.screenshot("users").await;
     ch.click(".logout button").await;
+    ch.find("#username").await;
     assert_eq!(ch.path().await, "/login");
 }
 
