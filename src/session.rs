@@ -117,36 +117,77 @@ impl CurrentUser {
     }
 }
 
+/// Who may use a route. Checked by middleware before any handler extractor runs, so a
+/// refused request never reaches body parsing (whose errors would otherwise race it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    User,
+    Admin,
+}
+
+/// The user a guard middleware authenticated, kept in the request's extensions.
+#[derive(Clone)]
+struct Authenticated(User);
+
+/// Loads the session's user: enabled, and with the current session epoch.
+async fn authenticate(req: &HttpRequest) -> Result<User, AppError> {
+    let json = wants_json(req);
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState registered")
+        .clone();
+    let session = TypedSession(req.get_session());
+    let Some((id, epoch)) = session.user_ref() else {
+        return Err(AppError::LoginRequired { json });
+    };
+    match state.store.get_user(id).await? {
+        Some(user) if !user.disabled && user.session_epoch == epoch => Ok(user),
+        _ => {
+            session.log_out();
+            Err(AppError::LoginRequired { json })
+        }
+    }
+}
+
+/// Middleware body: refuses the request unless its session satisfies `access`.
+pub async fn guard(
+    access: Access,
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    if access != Access::Public {
+        let user = authenticate(req.request()).await?;
+        if access == Access::Admin && user.role != Role::Admin {
+            return Err(AppError::Forbidden("This page is for admins only.".into()).into());
+        }
+        req.extensions_mut().insert(Authenticated(user));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 impl FromRequest for CurrentUser {
     type Error = AppError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        use actix_web::HttpMessage;
         let req = req.clone();
+        let checked = req.extensions().get::<Authenticated>().cloned();
         Box::pin(async move {
-            let json = wants_json(&req);
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .expect("AppState registered")
-                .clone();
-            let session = TypedSession(req.get_session());
-            let Some((id, epoch)) = session.user_ref() else {
-                return Err(AppError::LoginRequired { json });
+            // Guarded routes were authenticated by the middleware; others check here.
+            let user = match checked {
+                Some(Authenticated(user)) => user,
+                None => authenticate(&req).await?,
             };
-            match state.store.get_user(id).await? {
-                Some(user) if !user.disabled && user.session_epoch == epoch => {
-                    let csrf = session.csrf_token()?;
-                    Ok(Self {
-                        user,
-                        csrf,
-                        session,
-                    })
-                }
-                _ => {
-                    session.log_out();
-                    Err(AppError::LoginRequired { json })
-                }
-            }
+            let session = TypedSession(req.get_session());
+            let csrf = session.csrf_token()?;
+            Ok(Self {
+                user,
+                csrf,
+                session,
+            })
         })
     }
 }

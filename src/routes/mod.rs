@@ -9,51 +9,69 @@ mod static_files;
 mod users;
 
 use crate::error::AppError;
-use crate::session::CurrentUser;
+use crate::session::{Access, CurrentUser, guard};
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
 pub use auth::check_username;
 
-/// Declares every route once: `configure` registers them and `ROUTES` lists them, so the
-/// security test's table can be checked against the real set (a new route fails it until added).
+/// Declares every route once with who may use it: `configure` registers each behind its
+/// access guard and `ROUTES` lists them, so the security test's table can be checked against
+/// the real set (a new route fails it until its rule is written down there).
 macro_rules! routes {
-    ($(($method:ident, $path:literal, $handler:path)),+ $(,)?) => {
-        /// Every (method, path) the app serves.
-        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),+];
+    ($(($method:ident, $path:literal, $handler:path, $access:ident)),+ $(,)?) => {
+        /// Every (method, path, access) the app serves.
+        pub const ROUTES: &[(&str, &str, Access)] = &[$((stringify!($method), $path, Access::$access)),+];
 
-        /// Registers every route.
+        /// Registers every route behind its access guard.
         pub fn configure(cfg: &mut web::ServiceConfig) {
-            $(cfg.route($path, web::$method().to($handler));)+
+            $(cfg.service(
+                web::resource($path)
+                    .guard(method_guard(stringify!($method)))
+                    .route(web::route().to($handler))
+                    .wrap(from_fn(|req, next| guard(Access::$access, req, next))),
+            );)+
             cfg.default_service(web::to(not_found));
         }
     };
 }
 
+fn method_guard(method: &str) -> impl actix_web::guard::Guard + use<> {
+    let method = actix_web::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .expect("HTTP method");
+    actix_web::guard::Method(method)
+}
+
 routes![
-    (get, "/healthz", auth::healthz),
-    (get, "/static/{file}", static_files::serve),
-    (get, "/", auth::home),
-    (get, "/setup", auth::setup_form),
-    (post, "/setup", auth::setup),
-    (get, "/login", auth::login_form),
-    (post, "/login", auth::login),
-    (post, "/logout", auth::logout),
-    (get, "/settings", settings::show),
-    (post, "/settings", settings::save),
-    (get, "/settings/preview", settings::preview),
-    (post, "/settings/test", settings::test_connection),
-    (get, "/users", users::list),
-    (post, "/users", users::change),
-    (get, "/assets", assets::list),
-    (post, "/assets/import", assets::import),
-    (get, "/invalidate", invalidate::blank),
-    (post, "/invalidate", invalidate::from_assets),
-    (post, "/invalidations", invalidate::submit),
-    (get, "/invalidations", invalidations::history),
-    (get, "/invalidations/{id}", invalidations::show),
-    (post, "/invalidations/{id}/retry", invalidations::retry),
+    (get, "/healthz", auth::healthz, Public),
+    (get, "/static/{file}", static_files::serve, Public),
+    (get, "/", auth::home, Public),
+    (get, "/setup", auth::setup_form, Public),
+    (post, "/setup", auth::setup, Public),
+    (get, "/login", auth::login_form, Public),
+    (post, "/login", auth::login, Public),
+    (post, "/logout", auth::logout, User),
+    (get, "/settings", settings::show, Admin),
+    (post, "/settings", settings::save, Admin),
+    (get, "/settings/preview", settings::preview, Admin),
+    (post, "/settings/test", settings::test_connection, Admin),
+    (get, "/users", users::list, Admin),
+    (post, "/users", users::change, Admin),
+    (get, "/assets", assets::list, User),
+    (post, "/assets/import", assets::import, Admin),
+    (get, "/invalidate", invalidate::blank, User),
+    (post, "/invalidate", invalidate::from_assets, User),
+    (post, "/invalidations", invalidate::submit, User),
+    (get, "/invalidations", invalidations::history, User),
+    (get, "/invalidations/{id}", invalidations::show, User),
+    (
+        post,
+        "/invalidations/{id}/retry",
+        invalidations::retry,
+        User
+    ),
 ];
 
 async fn not_found() -> Result<HttpResponse, AppError> {
