@@ -3,10 +3,14 @@
 
 mod helpers;
 mod purge_node;
+mod sim_cloudflare;
+mod sim_fastly;
 mod varnish;
 
 mod accounts;
 mod assets;
+mod cloudflare;
+mod fastly;
 mod history;
 mod invalidate;
 mod purging;
