@@ -252,26 +252,26 @@ fn describe_answer(status: StatusCode, envelope: Option<&Envelope>, body: &str) 
 fn interpret(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -> PurgeResult {
     let envelope = serde_json::from_str::<Envelope>(body).ok();
     let code = Some(status.as_u16());
-    if status.is_success() {
-        if let Some(e) = envelope.as_ref().filter(|e| e.success) {
-            let id = e
-                .result
-                .as_ref()
-                .and_then(|r| r.get("id"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            return PurgeResult::all(
-                n,
-                Attempt::Done {
-                    http_status: code,
-                    note: None,
-                },
-                Some(Receipt {
-                    provider_id: id,
-                    ..Receipt::default()
-                }),
-            );
-        }
+    if status.is_success()
+        && let Some(e) = envelope.as_ref().filter(|e| e.success)
+    {
+        let id = e
+            .result
+            .as_ref()
+            .and_then(|r| r.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        return PurgeResult::all(
+            n,
+            Attempt::Done {
+                http_status: code,
+                note: None,
+            },
+            Some(Receipt {
+                provider_id: id,
+                ..Receipt::default()
+            }),
+        );
     }
     let reason = describe_answer(status, envelope.as_ref(), body);
     let attempt = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
