@@ -3,11 +3,15 @@
 
 mod helpers;
 mod purge_node;
+mod sim_cloudflare;
+mod sim_fastly;
 mod varnish;
 
 mod accounts;
 mod assets;
 mod browser;
+mod cloudflare;
+mod fastly;
 mod history;
 mod invalidate;
 mod purging;

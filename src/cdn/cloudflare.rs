@@ -1,0 +1,581 @@
+//! Cloudflare: `POST /zones/{zone_id}/purge_cache` with `{"files":[…]}` and a Bearer API token.
+//!
+//! Cloudflare calls it "Instant Purge": there is no status to poll, an accepted request is done.
+//! URLs per request are capped (30 on Free/Pro/Business, 500 on Enterprise), so the batch size
+//! is a setting.
+
+use super::{
+    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
+    Purger, Receipt, Values, describe_error, parse_base_url, retry_after, value,
+};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use std::time::Duration;
+use url::Url;
+
+/// Cloudflare's cache purge API, by URL ("single-file purge").
+pub struct CloudflareKind;
+
+const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
+/// Enterprise zones accept 500 URLs per request; no plan accepts more.
+const MAX_BATCH: usize = 500;
+
+const FIELDS: &[Field] = &[
+    Field {
+        name: "cloudflare_base_url",
+        label: "API base URL",
+        help: "Cloudflare's API v4 endpoint. Change it only to point at a test server.",
+        kind: FieldKind::Text,
+        default: DEFAULT_BASE,
+    },
+    Field {
+        name: "cloudflare_zone_id",
+        label: "Zone ID",
+        help: "The 32-character zone ID from the zone's Overview page (API section), not the domain name.",
+        kind: FieldKind::Text,
+        default: "",
+    },
+    Field {
+        name: "cloudflare_api_token",
+        label: "API token",
+        help: "An API token with the Zone → Cache Purge → Purge permission on this zone \
+               (add Zone → Zone → Read so Test connection can confirm the zone).",
+        kind: FieldKind::Secret,
+        default: "",
+    },
+    Field {
+        name: "cloudflare_batch_size",
+        label: "URLs per request",
+        help: "Cloudflare accepts at most 30 URLs per purge request on Free, Pro and Business zones, \
+               500 on Enterprise (1–500).",
+        kind: FieldKind::Text,
+        default: "30",
+    },
+];
+
+/// Validated settings.
+struct Settings {
+    base: String,
+    zone_id: String,
+    token: String,
+    batch_size: usize,
+}
+
+fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
+    let kind = &CloudflareKind;
+    let mut errors = Vec::new();
+    let base_text = value(kind, values, "cloudflare_base_url").trim();
+    let base = match parse_base_url(base_text) {
+        Ok(url) => url.as_str().trim_end_matches('/').to_string(),
+        Err(message) => {
+            errors.push(FieldError {
+                field: "cloudflare_base_url",
+                message,
+            });
+            String::new()
+        }
+    };
+    let zone_id = value(kind, values, "cloudflare_zone_id").trim().to_string();
+    if zone_id.is_empty() {
+        errors.push(FieldError {
+            field: "cloudflare_zone_id",
+            message: "Enter the zone ID.".into(),
+        });
+    } else if zone_id.len() != 32 || !zone_id.chars().all(|c| c.is_ascii_hexdigit()) {
+        errors.push(FieldError {
+            field: "cloudflare_zone_id",
+            message: format!(
+                "\"{zone_id}\" is not a zone ID: Cloudflare zone IDs are 32 hexadecimal characters."
+            ),
+        });
+    }
+    let token = value(kind, values, "cloudflare_api_token")
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        errors.push(FieldError {
+            field: "cloudflare_api_token",
+            message: "Enter an API token.".into(),
+        });
+    }
+    let size_text = value(kind, values, "cloudflare_batch_size").trim();
+    let batch_size = match size_text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => n,
+        _ => {
+            errors.push(FieldError {
+                field: "cloudflare_batch_size",
+                message: format!("\"{size_text}\" must be a whole number from 1 to {MAX_BATCH}."),
+            });
+            0
+        }
+    };
+    if errors.is_empty() {
+        Ok(Settings {
+            base,
+            zone_id: zone_id.to_ascii_lowercase(),
+            token,
+            batch_size,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+impl ProviderKind for CloudflareKind {
+    fn name(&self) -> &'static str {
+        "cloudflare"
+    }
+
+    fn label(&self) -> &'static str {
+        "Cloudflare (purge by URL)"
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    fn validate(&self, values: &Values) -> Vec<FieldError> {
+        parse(values).err().unwrap_or_default()
+    }
+
+    fn describe(&self, values: &Values) -> String {
+        format!(
+            "Cloudflare zone {} ({} URLs per request)",
+            value(self, values, "cloudflare_zone_id").trim(),
+            value(self, values, "cloudflare_batch_size").trim()
+        )
+    }
+
+    /// Cloudflare's "Instant Purge": no delay is documented beyond the request itself.
+    fn propagation_seconds(&self) -> u64 {
+        0
+    }
+
+    fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
+        let settings = parse(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
+        Ok(Box::new(Cloudflare {
+            client: ctx.client.clone(),
+            settings,
+        }))
+    }
+}
+
+/// Sends purge requests to one zone.
+pub struct Cloudflare {
+    client: reqwest::Client,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Cloudflare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloudflare")
+            .field("base", &self.settings.base)
+            .field("zone_id", &self.settings.zone_id)
+            .field("api_token", &"<redacted>")
+            .field("batch_size", &self.settings.batch_size)
+            .finish()
+    }
+}
+
+/// The body of a purge by URL.
+fn purge_body(urls: &[Url]) -> String {
+    serde_json::json!({ "files": urls.iter().map(Url::as_str).collect::<Vec<_>>() }).to_string()
+}
+
+/// Sizes of consecutive requests of at most `size` URLs.
+fn split(count: usize, size: usize) -> Vec<usize> {
+    let size = size.max(1);
+    (0..count.div_ceil(size))
+        .map(|i| size.min(count - i * size))
+        .collect()
+}
+
+/// Cloudflare's response envelope: `{"success":…,"errors":[{"code":…,"message":…}],"result":…}`.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiMessage {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: String,
+}
+
+fn status_text(status: StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default()
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// Cloudflare's errors in its own words: "Authentication error (code 10000); …".
+fn error_words(errors: &[ApiMessage]) -> String {
+    errors
+        .iter()
+        .map(|e| match e.code {
+            Some(code) => format!("{} (code {code})", e.message),
+            None => e.message.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// "Cloudflare 403 Forbidden: Authentication error (code 10000)", or the start of a body that
+/// is not Cloudflare's JSON (a proxy's error page).
+fn describe_answer(status: StatusCode, envelope: Option<&Envelope>, body: &str) -> String {
+    let words = match envelope {
+        Some(e) if !e.errors.is_empty() => error_words(&e.errors),
+        _ => {
+            let text: String = body.trim().chars().take(200).collect();
+            if text.is_empty() {
+                "no details given".into()
+            } else {
+                text
+            }
+        }
+    };
+    format!("Cloudflare {}: {words}", status_text(status))
+}
+
+/// What one answer to a purge request of `n` URLs means.
+fn interpret(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -> PurgeResult {
+    let envelope = serde_json::from_str::<Envelope>(body).ok();
+    let code = Some(status.as_u16());
+    if status.is_success()
+        && let Some(e) = envelope.as_ref().filter(|e| e.success)
+    {
+        let id = e
+            .result
+            .as_ref()
+            .and_then(|r| r.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        return PurgeResult::all(
+            n,
+            Attempt::Done {
+                http_status: code,
+                note: None,
+            },
+            Some(Receipt {
+                provider_id: id,
+                ..Receipt::default()
+            }),
+        );
+    }
+    let reason = describe_answer(status, envelope.as_ref(), body);
+    let attempt = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Attempt::Retry {
+            http_status: code,
+            reason,
+            retry_after: wait,
+        }
+    } else {
+        Attempt::Fail {
+            http_status: code,
+            reason,
+        }
+    };
+    PurgeResult::all(n, attempt, None)
+}
+
+impl Cloudflare {
+    async fn get(&self, path: &str) -> Result<(StatusCode, String), String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.settings.base))
+            .bearer_auth(&self.settings.token)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "Cloudflare's API could not be reached: {}.",
+                    describe_error(&e)
+                )
+            })?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+impl Purger for Cloudflare {
+    fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
+        split(urls.len(), self.settings.batch_size)
+    }
+
+    fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
+        Box::pin(async move {
+            let n = batch.urls.len();
+            let sent = self
+                .client
+                .post(format!(
+                    "{}/zones/{}/purge_cache",
+                    self.settings.base, self.settings.zone_id
+                ))
+                .bearer_auth(&self.settings.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(purge_body(&batch.urls))
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    let wait = retry_after(response.headers());
+                    match response.text().await {
+                        Ok(body) => interpret(status, wait, &body, n),
+                        Err(e) => PurgeResult::all(
+                            n,
+                            Attempt::Retry {
+                                http_status: Some(status.as_u16()),
+                                reason: format!(
+                                    "Cloudflare {}: the answer could not be read: {}",
+                                    status_text(status),
+                                    describe_error(&e)
+                                ),
+                                retry_after: wait,
+                            },
+                            None,
+                        ),
+                    }
+                }
+                Err(e) => PurgeResult::all(
+                    n,
+                    Attempt::Retry {
+                        http_status: None,
+                        reason: describe_error(&e),
+                        retry_after: None,
+                    },
+                    None,
+                ),
+            }
+        })
+    }
+
+    /// `GET /user/tokens/verify` proves the token is active (any token may call it), then
+    /// `GET /zones/{zone_id}` proves the zone ID is right and reachable with that token.
+    fn test_connection(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let (status, body) = self.get("/user/tokens/verify").await?;
+            let verify = serde_json::from_str::<Envelope>(&body).ok();
+            let token_status = verify
+                .as_ref()
+                .filter(|e| status.is_success() && e.success)
+                .and_then(|e| e.result.as_ref())
+                .and_then(|r| r.get("status"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string);
+            match token_status.as_deref() {
+                Some("active") => {}
+                Some(other) => {
+                    return Err(format!(
+                        "Cloudflare knows the API token, but its status is \"{other}\": it cannot purge."
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "Cloudflare rejected the API token: {}.",
+                        describe_answer(status, verify.as_ref(), &body)
+                    ));
+                }
+            }
+            let zone_id = &self.settings.zone_id;
+            let (status, body) = self.get(&format!("/zones/{zone_id}")).await?;
+            let zone = serde_json::from_str::<Envelope>(&body).ok();
+            match zone.as_ref().filter(|e| status.is_success() && e.success) {
+                Some(e) => {
+                    let field = |name: &str| {
+                        e.result
+                            .as_ref()
+                            .and_then(|r| r.get(name))
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("?")
+                            .to_string()
+                    };
+                    Ok(format!(
+                        "Cloudflare accepted the API token (active) and shows zone {} ({zone_id}, status {}).",
+                        field("name"),
+                        field("status")
+                    ))
+                }
+                None => {
+                    let words = describe_answer(status, zone.as_ref(), &body);
+                    let hint = if status == StatusCode::FORBIDDEN {
+                        " If the token has only the Cache Purge permission, Cloudflare will not show the zone: \
+                         add Zone → Zone → Read for this zone so the test can confirm the zone ID."
+                    } else {
+                        " Check the zone ID."
+                    };
+                    Err(format!(
+                        "The API token is active, but zone {zone_id} could not be read: {words}.{hint}"
+                    ))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> Values {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+
+    #[test]
+    fn settings_are_validated_field_by_field() {
+        let kind = CloudflareKind;
+        let errors = kind.validate(&values(&[
+            ("cloudflare_zone_id", "example.com"),
+            ("cloudflare_batch_size", "501"),
+            ("cloudflare_base_url", "ftp://x"),
+        ]));
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "cloudflare_base_url",
+                "cloudflare_zone_id",
+                "cloudflare_api_token",
+                "cloudflare_batch_size"
+            ]
+        );
+        assert!(errors[1].message.contains("32 hexadecimal"));
+        for bad in ["0", "x", ""] {
+            let errors = kind.validate(&values(&[
+                ("cloudflare_zone_id", ZONE),
+                ("cloudflare_api_token", "t"),
+                ("cloudflare_batch_size", bad),
+            ]));
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert_eq!(errors[0].field, "cloudflare_batch_size");
+        }
+        // Defaults fill what is missing: the real endpoint and 30 URLs per request.
+        let s = parse(&values(&[
+            ("cloudflare_zone_id", ZONE),
+            ("cloudflare_api_token", "t"),
+        ]))
+        .ok()
+        .unwrap();
+        assert_eq!(s.base, "https://api.cloudflare.com/client/v4");
+        assert_eq!(s.batch_size, 30);
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let s = parse(&values(&[
+            ("cloudflare_zone_id", ZONE),
+            ("cloudflare_api_token", "very-secret-token"),
+        ]))
+        .ok()
+        .unwrap();
+        let cf = Cloudflare {
+            client: reqwest::Client::new(),
+            settings: s,
+        };
+        let text = format!("{cf:?}");
+        assert!(
+            !text.contains("very-secret-token") && text.contains(ZONE),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn urls_split_into_batches_of_the_configured_size() {
+        assert_eq!(split(65, 30), [30, 30, 5]);
+        assert_eq!(split(30, 30), [30]);
+        assert_eq!(split(0, 30), Vec::<usize>::new());
+        assert_eq!(split(3, 1), [1, 1, 1]);
+    }
+
+    #[test]
+    fn the_body_lists_full_urls_as_files() {
+        let urls = [
+            Url::parse("https://images.example.com/is/image/a?$p$&wid=10").unwrap(),
+            Url::parse("http://images.example.com/b%20c").unwrap(),
+        ];
+        let body: serde_json::Value = serde_json::from_str(&purge_body(&urls)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"files": [
+                "https://images.example.com/is/image/a?$p$&wid=10",
+                "http://images.example.com/b%20c"
+            ]})
+        );
+    }
+
+    #[test]
+    fn success_is_done_with_the_purge_id() {
+        let body = r#"{"success":true,"errors":[],"messages":[],"result":{"id":"9a7806061c88ada191ed06f989cc3dac"}}"#;
+        let r = interpret(StatusCode::OK, None, body, 2);
+        assert_eq!(r.attempts.len(), 2);
+        assert!(matches!(
+            r.attempts[1],
+            Attempt::Done {
+                http_status: Some(200),
+                ..
+            }
+        ));
+        assert_eq!(
+            r.receipt.unwrap().provider_id.as_deref(),
+            Some("9a7806061c88ada191ed06f989cc3dac")
+        );
+    }
+
+    #[test]
+    fn errors_are_shown_in_cloudflares_words() {
+        let body = r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}],"messages":[],"result":null}"#;
+        let r = interpret(StatusCode::FORBIDDEN, None, body, 1);
+        assert!(r.receipt.is_none());
+        assert_eq!(
+            r.attempts[0],
+            Attempt::Fail {
+                http_status: Some(403),
+                reason: "Cloudflare 403 Forbidden: Authentication error (code 10000)".into()
+            }
+        );
+        // A 200 that says success:false is not a success.
+        let body = r#"{"success":false,"errors":[{"code":1012,"message":"a"},{"code":1013,"message":"b"}]}"#;
+        let r = interpret(StatusCode::OK, None, body, 1);
+        assert!(
+            matches!(&r.attempts[0], Attempt::Fail { reason, .. } if reason == "Cloudflare 200 OK: a (code 1012); b (code 1013)")
+        );
+        // Not Cloudflare's JSON (a proxy's page): its start is shown.
+        let r = interpret(StatusCode::BAD_GATEWAY, None, "<html>bad gateway</html>", 1);
+        assert!(
+            matches!(&r.attempts[0], Attempt::Retry { reason, .. } if reason == "Cloudflare 502 Bad Gateway: <html>bad gateway</html>")
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_retried_after_the_wait_cloudflare_asks_for() {
+        let body = r#"{"success":false,"errors":[{"code":971,"message":"Please wait and consider throttling your request speed"}]}"#;
+        let r = interpret(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(3)),
+            body,
+            1,
+        );
+        assert!(matches!(
+            &r.attempts[0],
+            Attempt::Retry { http_status: Some(429), retry_after: Some(d), reason }
+                if *d == Duration::from_secs(3) && reason.contains("throttling")
+        ));
+    }
+}

@@ -1,0 +1,268 @@
+//! A loopback Cloudflare API v4 (the parts a URL purge uses), checking requests as Cloudflare
+//! does and answering with its envelope `{"success":…,"errors":[…],"messages":[],"result":…}`.
+//!
+//! Served under `/client/v4` like the real endpoint, so the provider's base URL path is exercised.
+//! Documented: the Bearer token, the files body, 30 URLs per request on non-Enterprise plans,
+//! 429 over the rate limit, `result.id`, `/user/tokens/verify`. Error codes other than 10000
+//! (authentication) are illustrative.
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+pub const ZONE_NAME: &str = "example.com";
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// The HTTP status the simulator answered.
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// One purge the simulator accepted.
+#[derive(Debug, Clone)]
+pub struct Purge {
+    pub id: String,
+    pub files: Vec<String>,
+}
+
+struct State {
+    token: String,
+    max_files: usize,
+    /// Purge requests still to be answered 429 before accepting again.
+    rate_limited: u32,
+    retry_after_secs: u64,
+    received: Vec<Received>,
+    purges: Vec<Purge>,
+}
+
+#[derive(Clone)]
+pub struct CloudflareSim {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+fn envelope_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "success": false,
+        "errors": [{"code": code, "message": message}],
+        "messages": [],
+        "result": null
+    }))
+}
+
+fn success(result: Value) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "success": true, "errors": [], "messages": [], "result": result
+    }))
+}
+
+impl CloudflareSim {
+    /// A zone `ZONE_ID` reachable with `token`, allowing `max_files` URLs per request.
+    pub async fn start(token: &str, max_files: usize) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            max_files,
+            rate_limited: 0,
+            retry_after_secs: 1,
+            received: Vec::new(),
+            purges: Vec::new(),
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            let shared = shared.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let mut state = shared.lock().unwrap();
+                    let response = answer(&mut state, &req, &body);
+                    state.received.push(Received {
+                        method: req.method().to_string(),
+                        path: req.path().to_string(),
+                        authorization: req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string),
+                        status: response.status().as_u16(),
+                        at: Instant::now(),
+                    });
+                    response
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { port, state }
+    }
+
+    /// The base URL to configure, with Cloudflare's `/client/v4` path.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/client/v4", self.port)
+    }
+
+    /// The next `count` purge requests are answered 429 with `Retry-After: seconds`.
+    pub fn rate_limit(&self, count: u32, seconds: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.rate_limited = count;
+        s.retry_after_secs = seconds;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    pub fn purges(&self) -> Vec<Purge> {
+        self.state.lock().unwrap().purges.clone()
+    }
+}
+
+fn answer(state: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let Some(rest) = req.path().strip_prefix("/client/v4/") else {
+        return envelope_error(StatusCode::NOT_FOUND, 7000, "No route for that URI");
+    };
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let authorised = bearer == Some(state.token.as_str());
+    let method = req.method().as_str();
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["user", "tokens", "verify"] if method == "GET" => {
+            if !authorised {
+                return envelope_error(StatusCode::UNAUTHORIZED, 1000, "Invalid API Token");
+            }
+            HttpResponse::Ok().json(json!({
+                "success": true,
+                "errors": [],
+                "messages": [{"code": 10000, "message": "This API Token is valid and active", "type": null}],
+                "result": {"id": "f267e341f3dd4697bd3b9f71dd96247f", "status": "active"}
+            }))
+        }
+        ["zones", zone] if method == "GET" => {
+            if !authorised {
+                return envelope_error(StatusCode::FORBIDDEN, 10000, "Authentication error");
+            }
+            if *zone != ZONE_ID {
+                return unknown_zone(rest);
+            }
+            success(json!({"id": ZONE_ID, "name": ZONE_NAME, "status": "active"}))
+        }
+        ["zones", zone, "purge_cache"] => {
+            if method != "POST" {
+                return envelope_error(StatusCode::METHOD_NOT_ALLOWED, 10405, "Method not allowed");
+            }
+            if !authorised {
+                return envelope_error(StatusCode::FORBIDDEN, 10000, "Authentication error");
+            }
+            if *zone != ZONE_ID {
+                return unknown_zone(rest);
+            }
+            if state.rate_limited > 0 {
+                state.rate_limited -= 1;
+                return HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", state.retry_after_secs.to_string()))
+                    .json(json!({
+                        "success": false,
+                        "errors": [{"code": 971, "message": "Please wait and consider throttling your request speed"}],
+                        "messages": [],
+                        "result": null
+                    }));
+            }
+            purge(state, req, body)
+        }
+        _ => envelope_error(StatusCode::NOT_FOUND, 7000, "No route for that URI"),
+    }
+}
+
+fn unknown_zone(rest: &str) -> HttpResponse {
+    envelope_error(
+        StatusCode::BAD_REQUEST,
+        7003,
+        &format!("Could not route to /{rest}, perhaps your object identifier is invalid?"),
+    )
+}
+
+fn purge(state: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let json_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !json_type {
+        return envelope_error(StatusCode::BAD_REQUEST, 6003, "Invalid request headers");
+    }
+    let Ok(parsed) = serde_json::from_slice::<Value>(body) else {
+        return envelope_error(
+            StatusCode::BAD_REQUEST,
+            1012,
+            "Request must contain one of \"purge_everything\", \"files\", \"tags\", \"hosts\" or \"prefixes\"",
+        );
+    };
+    let Some(files) = parsed.get("files").and_then(Value::as_array) else {
+        return envelope_error(
+            StatusCode::BAD_REQUEST,
+            1012,
+            "Request must contain one of \"purge_everything\", \"files\", \"tags\", \"hosts\" or \"prefixes\"",
+        );
+    };
+    if parsed.as_object().is_some_and(|o| o.len() != 1) {
+        return envelope_error(
+            StatusCode::BAD_REQUEST,
+            1012,
+            "Only one type of purge may be requested at a time",
+        );
+    }
+    if files.len() > state.max_files {
+        return envelope_error(
+            StatusCode::BAD_REQUEST,
+            1015,
+            &format!(
+                "You may only purge up to {} files per API call",
+                state.max_files
+            ),
+        );
+    }
+    let mut urls = Vec::new();
+    for file in files {
+        // A file is a full URL, or {"url": …, "headers": {…}} for custom cache keys.
+        let text = file
+            .as_str()
+            .or_else(|| file.get("url").and_then(Value::as_str));
+        match text.and_then(|t| url::Url::parse(t).ok()) {
+            Some(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                urls.push(u.to_string())
+            }
+            _ => {
+                return envelope_error(
+                    StatusCode::BAD_REQUEST,
+                    1016,
+                    &format!("Invalid url: {file}"),
+                );
+            }
+        }
+    }
+    let id = format!(
+        "{:032x}",
+        state.purges.len() as u128 + 0x9a7806061c88ada191ed06f989cc
+    );
+    state.purges.push(Purge {
+        id: id.clone(),
+        files: urls,
+    });
+    success(json!({ "id": id }))
+}
