@@ -390,8 +390,29 @@ async fn every_form_control_has_a_label() {
     ch.close().await;
 }
 
-/// Script payloads in asset IDs and names, usernames and URLs are shown inert: no dialog,
-/// no injected element, no script ran.
+/// A CDN API that answers every request with an error whose text is a script payload.
+async fn hostile_cdn(payload: &str) -> String {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let body = serde_json::json!({"success": false, "errors": [{"code": 1, "message": payload}], "messages": [], "result": null});
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let body = body.clone();
+        App::new().default_service(web::to(move || {
+            let body = body.clone();
+            async move { HttpResponse::BadRequest().json(body) }
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    format!("http://127.0.0.1:{port}/client/v4")
+}
+
+/// Script payloads in asset IDs and names, usernames, URLs and CDN error texts are shown
+/// inert: no dialog, no injected element, no script ran.
 #[tokio::test]
 async fn script_payloads_stay_inert_in_the_browser() {
     let payload = r#"<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>"#;

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 #[tokio::test]
 async fn secrets_appear_in_no_page_json_or_log_line() {
     let session_secret = "session-key-material-that-must-stay-secret-0123456789";
+    let cf_token = "cf-secret-token-that-must-stay-secret-42";
+    let cf = crate::sim_cloudflare::CloudflareSim::start(cf_token, 30).await;
     let user_password = "ursula-very-secret-pw";
     let node = PurgeNode::start(503).await;
     let dir = tempfile::tempdir().unwrap();
