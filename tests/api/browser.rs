@@ -446,6 +446,30 @@ async fn script_payloads_stay_inert_in_the_browser() {
         .invalidate_urls(&texts(&page, "textarea[name=urls]")[0])
         .await;
     admin.wait_finished(id).await;
+    // A CDN whose error message carries the payload.
+    let cdn = hostile_cdn(payload).await;
+    let zone = "0123456789abcdef0123456789abcdef";
+    admin
+        .save_provider(
+            "server.com",
+            "",
+            "cloudflare",
+            &[
+                ("cloudflare_base_url", &cdn),
+                ("cloudflare_zone_id", zone),
+                ("cloudflare_api_token", "t"),
+            ],
+        )
+        .await;
+    let failed = admin.invalidate_urls("https://server.com/is/image/x").await;
+    let json = admin.wait_finished(failed).await;
+    assert!(
+        json["urls"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("<script>"),
+        "{json}"
+    );
 
     let ch = Chrome::start(true).await;
     ch.goto(&format!("{}/login", app.address)).await;
@@ -457,6 +481,7 @@ async fn script_payloads_stay_inert_in_the_browser() {
         "/assets",
         "/users",
         &format!("/invalidations/{id}"),
+        &format!("/invalidations/{failed}"),
         "/invalidations",
     ] {
         ch.goto(&format!("{}{path}", app.address)).await;

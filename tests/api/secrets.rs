@@ -88,6 +88,41 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         .await;
     let json = user.wait_finished(id).await;
     let mut seen = json.to_string();
+    // A provider credential: saved, tested (right and wrong), used for a purge.
+    let cf_fields = [
+        ("cloudflare_base_url", cf.base()),
+        (
+            "cloudflare_zone_id",
+            crate::sim_cloudflare::ZONE_ID.to_string(),
+        ),
+        ("cloudflare_api_token", cf_token.to_string()),
+    ];
+    let fields: Vec<(&str, &str)> = cf_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = admin
+        .save_provider("server.com", "", "cloudflare", &fields)
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    seen.push_str(&admin.test_connection().await.1);
+    let cf_id = user
+        .invalidate_urls("https://server.com/is/image/Backpack_B?$p$")
+        .await;
+    let cf_json = user.wait_finished(cf_id).await;
+    assert_eq!(cf_json["status"], "succeeded", "{cf_json}");
+    seen.push_str(&cf_json.to_string());
+    seen.push_str(
+        &admin
+            .get(&format!("/invalidations/{cf_id}"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let mut wrong = fields.clone();
+    wrong[2] = ("cloudflare_api_token", "a-wrong-token-also-secret");
+    admin
+        .save_provider("server.com", "", "cloudflare", &wrong)
+        .await;
+    seen.push_str(&admin.test_connection().await.1);
     for path in [
         "/assets",
         "/invalidate",
@@ -109,11 +144,19 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         log.contains("invalidation finished"),
         "the log was captured:\n{log}"
     );
+    let authorized = format!("Bearer {cf_token}");
+    assert!(
+        cf.received()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(authorized.as_str()))
+    );
     for secret in [
         session_secret,
         ADMIN_PASSWORD,
         user_password,
         "a-wrong-password",
+        cf_token,
+        "a-wrong-token-also-secret",
     ] {
         assert!(!seen.contains(secret), "a page or JSON shows {secret}");
         assert!(!log.contains(secret), "the log shows {secret}");
