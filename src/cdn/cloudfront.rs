@@ -323,7 +323,8 @@ pub fn invalidation_batch_xml(paths: &[String], caller_reference: &str) -> Strin
 fn xml_fields<const N: usize>(xml: &str, names: [&str; N]) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     let mut reader = quick_xml::Reader::from_str(xml);
-    let mut current: Option<usize> = None;
+    // The field being read and its text so far (quick-xml reports `&amp;` apart from the text).
+    let mut current: Option<(usize, String)> = None;
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) => {
@@ -331,21 +332,32 @@ fn xml_fields<const N: usize>(xml: &str, names: [&str; N]) -> [Option<String>; N
                 current = names
                     .iter()
                     .position(|n| n.as_bytes() == local.as_ref())
-                    .filter(|&i| found[i].is_none());
+                    .filter(|&i| found[i].is_none())
+                    .map(|i| (i, String::new()));
             }
             Ok(Event::Text(t)) => {
-                if let Some(i) = current {
-                    let text = t.decode().ok().map(|s| {
-                        quick_xml::escape::unescape(&s)
-                            .map(|u| u.into_owned())
-                            .unwrap_or_else(|_| s.into_owned())
-                    });
-                    if let Some(text) = text {
-                        found[i] = Some(text.trim().to_string());
+                if let (Some((_, text)), Ok(s)) = (current.as_mut(), t.decode()) {
+                    text.push_str(&s);
+                }
+            }
+            Ok(Event::GeneralRef(r)) => {
+                if let Some((_, text)) = current.as_mut() {
+                    if let Ok(Some(c)) = r.resolve_char_ref() {
+                        text.push(c);
+                    } else if let Some(s) = r
+                        .decode()
+                        .ok()
+                        .and_then(|name| quick_xml::escape::resolve_predefined_entity(&name))
+                    {
+                        text.push_str(s);
                     }
                 }
             }
-            Ok(Event::End(_)) => current = None,
+            Ok(Event::End(_)) => {
+                if let Some((i, text)) = current.take() {
+                    found[i] = Some(text.trim().to_string());
+                }
+            }
             Ok(Event::Eof) | Err(_) => break,
             Ok(_) => {}
         }
@@ -457,18 +469,30 @@ impl Answer {
     }
 }
 
+/// The parts of a request that SigV4 signs.
+#[derive(Clone, Copy)]
+struct Unsigned<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: &'a [u8],
+}
+
 /// Signs a request for SigV4 and returns the headers to add (`authorization`, `x-amz-date`,
 /// `x-amz-security-token` when there is a session token). Signs `content-type` when given.
+/// `(service, region)` is the credential scope.
 fn sign_headers(
     credentials: &Credentials,
-    service: &str,
-    region: &str,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
+    (service, region): (&str, &str),
+    request: &Unsigned<'_>,
     time: SystemTime,
 ) -> anyhow::Result<Vec<(String, String)>> {
+    let Unsigned {
+        method,
+        url,
+        headers,
+        body,
+    } = *request;
     let identity = credentials.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -530,14 +554,16 @@ impl CloudFront {
             signed.push(("content-type", content_type));
         }
         let bytes = body.as_deref().unwrap_or("").as_bytes();
+        let unsigned = Unsigned {
+            method: method.as_str(),
+            url,
+            headers: &signed,
+            body: bytes,
+        };
         let auth = sign_headers(
             &self.settings.credentials,
-            SERVICE,
-            REGION,
-            method.as_str(),
-            url,
-            &signed,
-            bytes,
+            (SERVICE, REGION),
+            &unsigned,
             SystemTime::now(),
         )
         .map_err(|e| format!("could not sign the request: {e}"))?;
@@ -890,9 +916,13 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        let too_many = body
-            .replace("AccessDenied", "TooManyInvalidationsInProgress")
-            .replace("Sender", "Sender");
+        let amp = body.replace(
+            "is not authorized",
+            "is not authorized &amp; &#x263A; &lt;x&gt;",
+        );
+        assert!(matches!(answer(403, &amp).failure(),
+            Attempt::Fail { ref reason, .. } if reason.contains("is not authorized & \u{263A} <x> (request id b1c2)")));
+        let too_many = body.replace("AccessDenied", "TooManyInvalidationsInProgress");
         assert!(matches!(
             answer(400, &too_many).failure(),
             Attempt::Retry { .. }
@@ -949,12 +979,13 @@ mod tests {
         let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_440_938_160); // 20150830T123600Z
         let headers = sign_headers(
             &creds,
-            "service",
-            "us-east-1",
-            "GET",
-            "https://example.amazonaws.com/",
-            &[],
-            b"",
+            ("service", "us-east-1"),
+            &Unsigned {
+                method: "GET",
+                url: "https://example.amazonaws.com/",
+                headers: &[],
+                body: b"",
+            },
             time,
         )
         .unwrap();
@@ -979,12 +1010,13 @@ mod tests {
         let creds = Credentials::new("AKID", "secret", Some("token".into()), None, "test");
         let headers = sign_headers(
             &creds,
-            SERVICE,
-            REGION,
-            "POST",
-            "https://cloudfront.amazonaws.com/2020-05-31/distribution/E1/invalidation",
-            &[("content-type", "text/xml")],
-            b"<x/>",
+            (SERVICE, REGION),
+            &Unsigned {
+                method: "POST",
+                url: "https://cloudfront.amazonaws.com/2020-05-31/distribution/E1/invalidation",
+                headers: &[("content-type", "text/xml")],
+                body: b"<x/>",
+            },
             SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
         )
         .unwrap();

@@ -3,10 +3,12 @@
 
 mod helpers;
 mod purge_node;
+mod sim_cloudfront;
 mod varnish;
 
 mod accounts;
 mod assets;
+mod cloudfront;
 mod history;
 mod invalidate;
 mod purging;
