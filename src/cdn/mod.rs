@@ -6,6 +6,7 @@
 //! from that list. Adding a provider touches its own file and that one registration.
 
 mod cloudflare;
+mod cloudfront;
 mod fastly;
 mod http_purge;
 
@@ -23,6 +24,7 @@ pub static PROVIDERS: &[&dyn ProviderKind] = &[
     &http_purge::HttpPurgeKind,
     &cloudflare::CloudflareKind,
     &fastly::FastlyKind,
+    &cloudfront::CloudFrontKind,
 ];
 
 /// A boxed future, so providers can live behind `dyn Purger`.

@@ -4,6 +4,7 @@
 mod helpers;
 mod purge_node;
 mod sim_cloudflare;
+mod sim_cloudfront;
 mod sim_fastly;
 mod varnish;
 
@@ -11,6 +12,7 @@ mod accounts;
 mod assets;
 mod browser;
 mod cloudflare;
+mod cloudfront;
 mod fastly;
 mod history;
 mod invalidate;

@@ -1,0 +1,363 @@
+//! AWS CloudFront through the UI, against the loopback simulator.
+
+use crate::helpers::*;
+use crate::sim_cloudfront::{ACCESS_KEY_ID, DISTRIBUTION_ID, SECRET_ACCESS_KEY, SimCloudFront};
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+
+const DOMAINS: &str = "images.example.com\nd111111abcdef8.cloudfront.net";
+
+/// Fast polling so tests see CloudFront's InProgress → Completed quickly.
+async fn spawn() -> TestApp {
+    spawn_app_with(|c| c.purge.poll_interval = Duration::from_millis(50)).await
+}
+
+/// The admin saves CloudFront settings pointing at `sim`; `other.example.com` is an allowed host
+/// that is not one of the distribution's domains.
+async fn configure(app: &TestApp, sim: &SimCloudFront, secret: &str) -> Browser {
+    let admin = app.admin().await;
+    save(&admin, sim, secret).await;
+    admin
+}
+
+async fn save(admin: &Browser, sim: &SimCloudFront, secret: &str) {
+    let base = sim.base();
+    let r = admin
+        .save_provider(
+            "images.example.com",
+            "other.example.com\nd111111abcdef8.cloudfront.net",
+            "cloudfront",
+            &[
+                ("cloudfront_base_url", base.as_str()),
+                ("cloudfront_distribution_id", DISTRIBUTION_ID),
+                ("cloudfront_domains", DOMAINS),
+                ("cloudfront_access_key_id", ACCESS_KEY_ID),
+                ("cloudfront_secret_access_key", secret),
+            ],
+        )
+        .await;
+    let status = r.status();
+    assert_eq!(status, StatusCode::SEE_OTHER, "{}", r.text().await.unwrap());
+}
+
+/// The CallerReference of a recorded CreateInvalidation body.
+fn caller_reference(body: &str) -> String {
+    let start = body.find("<CallerReference>").unwrap() + "<CallerReference>".len();
+    let end = body.find("</CallerReference>").unwrap();
+    body[start..end].to_string()
+}
+
+fn paths_sent(body: &str) -> Vec<String> {
+    body.split("<Path>")
+        .skip(1)
+        .map(|s| s.split("</Path>").next().unwrap().replace("&amp;", "&"))
+        .collect()
+}
+
+/// The whole flow: secrets stay write-only, Test connection lists invalidations, the URLs stay
+/// "submitted" while CloudFront reports InProgress and succeed once it reports Completed.
+#[tokio::test]
+async fn urls_stay_submitted_until_cloudfront_reports_completed() {
+    let sim = SimCloudFront::start(Duration::from_millis(1500)).await;
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+
+    let settings = admin.get("/settings").await.text().await.unwrap();
+    assert!(!settings.contains(SECRET_ACCESS_KEY) && !settings.contains(ACCESS_KEY_ID));
+    let html = scraper::Html::parse_document(&settings);
+    for field in ["cloudfront_access_key_id", "cloudfront_secret_access_key"] {
+        assert_eq!(
+            texts(&html, &format!("label[for={field}] .secret-set")).len(),
+            1,
+            "{field} shown as set"
+        );
+        assert_eq!(
+            attr(&html, &format!("input[name={field}]"), "value").as_deref(),
+            Some("")
+        );
+    }
+    assert_eq!(
+        texts(&html, "label[for=cloudfront_session_token] .secret-unset").len(),
+        1
+    );
+    assert_eq!(
+        attr(&html, "input[name=cloudfront_distribution_id]", "value").as_deref(),
+        Some(DISTRIBUTION_ID)
+    );
+
+    let (ok, message) = admin.test_connection().await;
+    assert!(ok, "{message}");
+    assert!(
+        message.contains("CloudFront accepted the credentials for distribution E2SIMULATED01"),
+        "{message}"
+    );
+    let listed = sim.received();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].method.as_str(), listed[0].path_and_query.as_str()),
+        (
+            "GET",
+            "/2020-05-31/distribution/E2SIMULATED01/invalidation?MaxItems=1"
+        )
+    );
+    assert!(
+        listed[0]
+            .authorization
+            .starts_with(&format!("AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/"))
+            && listed[0].authorization.contains(
+                "/us-east-1/cloudfront/aws4_request, SignedHeaders=host;x-amz-date, Signature="
+            ),
+        "{}",
+        listed[0].authorization
+    );
+
+    let started = Instant::now();
+    let id = admin
+        .invalidate_urls(
+            "https://images.example.com/is/image/Company/a?$product$&wid=10\n\
+             https://d111111abcdef8.cloudfront.net/is/image/Company/café\n\
+             https://images.example.com/is/image/Company/x%20y",
+        )
+        .await;
+    // Accepted by CloudFront but not completed: every URL is "submitted", the request in progress.
+    let mut submitted = serde_json::Value::Null;
+    for _ in 0..100 {
+        let json: serde_json::Value = admin
+            .get_json(&format!("/invalidations/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if json["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["status"] == "submitted")
+        {
+            submitted = json;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!submitted.is_null(), "URLs never showed as submitted");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    let invalidations = sim.invalidations();
+    assert_eq!(invalidations.len(), 1);
+    assert_eq!(submitted["batches"][0]["provider_id"], invalidations[0].id);
+    assert_eq!(submitted["batches"][0]["status"], "in progress");
+
+    let json = admin.wait_finished(id).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "succeeded only after CloudFront reported Completed"
+    );
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["succeeded"], 3);
+    assert_eq!(json["batches"][0]["status"], "done");
+    assert_eq!(
+        invalidations[0].paths,
+        [
+            "/is/image/Company/a?$product$&wid=10",
+            "/is/image/Company/caf%C3%A9",
+            "/is/image/Company/x%20y"
+        ],
+        "paths with query, non-ASCII encoded once, existing escapes kept"
+    );
+    let creates = sim.creates();
+    assert_eq!(creates.len(), 1);
+    assert!(creates[0].body.contains("<Quantity>3</Quantity>"));
+    assert!(
+        creates[0]
+            .authorization
+            .contains("SignedHeaders=content-type;host;x-amz-date"),
+        "{}",
+        creates[0].authorization
+    );
+    let polls: Vec<_> = sim
+        .received()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path_and_query
+                    == format!(
+                        "/2020-05-31/distribution/E2SIMULATED01/invalidation/{}",
+                        invalidations[0].id
+                    )
+        })
+        .collect();
+    assert!(polls.len() >= 2, "polled GetInvalidation until Completed");
+    assert!(polls.iter().all(|r| r.status == 200));
+
+    let page = admin.page(&format!("/invalidations/{id}")).await;
+    assert_eq!(
+        texts(&page, "#batches .provider-id"),
+        [invalidations[0].id.clone()]
+    );
+    assert_eq!(texts(&page, "#status"), ["Succeeded"]);
+    let raw = admin
+        .get_json(&format!("/invalidations/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!raw.contains(SECRET_ACCESS_KEY) && !raw.contains(ACCESS_KEY_ID));
+}
+
+/// 3,500 URLs go out as 3,000 + 500, the second only once the first completed, so CloudFront
+/// never has more than 3,000 paths in progress and never answers TooManyInvalidationsInProgress.
+#[tokio::test]
+async fn more_than_3000_urls_never_exceed_3000_in_progress() {
+    let sim = SimCloudFront::start(Duration::from_millis(300)).await;
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let urls: Vec<String> = (0..3500)
+        .map(|i| format!("https://images.example.com/is/image/p{i}"))
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded");
+    assert_eq!(json["succeeded"], 3500);
+
+    let creates = sim.creates();
+    assert!(
+        creates.iter().all(|r| r.status == 201),
+        "{:?}",
+        creates.iter().map(|r| &r.error_code).collect::<Vec<_>>()
+    );
+    let sizes: Vec<usize> = creates.iter().map(|r| paths_sent(&r.body).len()).collect();
+    assert_eq!(sizes, [3000, 500]);
+    assert!(creates[0].body.contains("<Quantity>3000</Quantity>"));
+    assert!(sim.peak_in_progress() <= 3000);
+    let invalidations = sim.invalidations();
+    assert_eq!(invalidations.len(), 2);
+    assert_ne!(
+        invalidations[0].caller_reference,
+        invalidations[1].caller_reference
+    );
+    let batches = json["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0]["url_count"], 3000);
+    assert_eq!(batches[1]["provider_id"], invalidations[1].id);
+}
+
+/// A URL whose host is not one of the distribution's domains fails with that reason and is not
+/// sent; the others are.
+#[tokio::test]
+async fn a_host_outside_the_distribution_fails_with_its_reason() {
+    let sim = SimCloudFront::start(Duration::from_millis(100)).await;
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let id = admin
+        .invalidate_urls("https://images.example.com/a\nhttps://other.example.com/b")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "partially_failed", "{json}");
+    let urls = json["urls"].as_array().unwrap();
+    let other = urls
+        .iter()
+        .find(|u| u["url"] == "https://other.example.com/b")
+        .unwrap();
+    assert_eq!(other["status"], "failed");
+    assert_eq!(
+        other["error"],
+        "other.example.com is not a domain of this CloudFront distribution \
+         (configured: images.example.com, d111111abcdef8.cloudfront.net)"
+    );
+    let creates = sim.creates();
+    assert_eq!(creates.len(), 1);
+    assert_eq!(paths_sent(&creates[0].body), ["/a"]);
+}
+
+/// AWS's refusal is shown in AWS's words (code, message, request id) and not retried; a wrong
+/// secret makes Test connection report SignatureDoesNotMatch.
+#[tokio::test]
+async fn aws_errors_are_shown_in_aws_words() {
+    let sim = SimCloudFront::start(Duration::from_millis(100)).await;
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let denied = "User: arn:aws:iam::123456789012:user/purger is not authorized to perform: \
+                  cloudfront:CreateInvalidation on resource: arn:aws:cloudfront::123456789012:distribution/E2SIMULATED01";
+    sim.fail_next_create(403, "AccessDenied", denied);
+    let id = admin.invalidate_urls("https://images.example.com/a").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed");
+    let url = &json["urls"][0];
+    assert_eq!(url["attempts"], 1, "a permanent refusal is not retried");
+    assert_eq!(url["http_status"], 403);
+    let request_id = sim.creates()[0].clone();
+    assert_eq!(request_id.error_code.as_deref(), Some("AccessDenied"));
+    let error = url["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "CloudFront 403 AccessDenied: {denied} (request id sim-"
+        )),
+        "{error}"
+    );
+    let page = admin.page(&format!("/invalidations/{id}")).await;
+    assert!(texts(&page, "#urls tbody .detail")[0].contains("AccessDenied"));
+
+    save(&admin, &sim, "not-the-secret").await;
+    let (ok, message) = admin.test_connection().await;
+    assert!(!ok);
+    assert!(
+        message.contains("CloudFront 403 SignatureDoesNotMatch: The request signature we calculated does not match"),
+        "{message}"
+    );
+}
+
+/// CloudFront created the invalidation but answered 503: the retry carries the same
+/// CallerReference, gets the existing invalidation back, and no second one is created.
+#[tokio::test]
+async fn a_retried_request_reuses_the_caller_reference() {
+    let sim = SimCloudFront::start(Duration::from_millis(200)).await;
+    sim.fail_after_create(1);
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let id = admin
+        .invalidate_urls("https://images.example.com/a\nhttps://images.example.com/b")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["attempts"], 2);
+    let creates = sim.creates();
+    assert_eq!(
+        creates.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 201]
+    );
+    assert_eq!(
+        caller_reference(&creates[0].body),
+        caller_reference(&creates[1].body)
+    );
+    let invalidations = sim.invalidations();
+    assert_eq!(invalidations.len(), 1, "no second invalidation");
+    let batches = json["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0]["provider_id"], invalidations[0].id);
+}
+
+/// Throttling and TooManyInvalidationsInProgress are waited out and retried, then succeed.
+#[tokio::test]
+async fn throttling_and_too_many_in_progress_are_retried() {
+    let sim = SimCloudFront::start(Duration::from_millis(100)).await;
+    sim.fail_next_create(400, "Throttling", "Rate exceeded");
+    sim.fail_next_create(
+        400,
+        "TooManyInvalidationsInProgress",
+        "Processing your request will cause you to exceed the maximum number of in-progress invalidations.",
+    );
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let id = admin.invalidate_urls("https://images.example.com/a").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["attempts"], 3);
+    let codes: Vec<Option<String>> = sim.creates().into_iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        [
+            Some("Throttling".to_string()),
+            Some("TooManyInvalidationsInProgress".to_string()),
+            None
+        ]
+    );
+}
