@@ -167,6 +167,15 @@ fn rfc3339(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The invalidation with `id`, or a 404 page naming it.
+async fn find(state: &AppState, id: i64) -> Result<Invalidation, AppError> {
+    state
+        .store
+        .get_invalidation(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))
+}
+
 /// `GET /invalidations/{id}`: the estimate, live progress and result; JSON when asked for.
 pub async fn show(
     current: CurrentUser,
@@ -175,11 +184,7 @@ pub async fn show(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
-    let inv = state
-        .store
-        .get_invalidation(id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
+    let inv = find(&state, id).await?;
     let urls = state.store.invalidation_urls(id).await?;
     let batches: Vec<BatchRow> = state
         .store
@@ -231,11 +236,7 @@ pub async fn retry(
     CsrfForm(_): CsrfForm<Empty>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
-    let inv = state
-        .store
-        .get_invalidation(id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
+    let inv = find(&state, id).await?;
     if let Some(existing) = state.store.find_retry_of(id).await? {
         return Ok(see_other(&format!("/invalidations/{existing}")));
     }
