@@ -5,6 +5,7 @@
 //! listed once in [`PROVIDERS`]; the settings page, the worker and the invalidation pages work
 //! from that list. Adding a provider touches its own file and that one registration.
 
+mod edgegrid;
 mod http_purge;
 
 use serde::{Deserialize, Serialize};
