@@ -335,7 +335,10 @@ mod tests {
             client_secret: SECRET.into(),
             access_token: "akab-access-token-xxx-xxxxxxxxxxxxxxxx".into(),
         })
-        .with_options(2048, vec!["X-Test1".into(), "X-Test2".into(), "X-Test3".into()])
+        .with_options(
+            2048,
+            vec!["X-Test1".into(), "X-Test2".into(), "X-Test3".into()],
+        )
     }
 
     fn sign(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
@@ -400,7 +403,12 @@ mod tests {
     #[test]
     fn put_bodies_are_not_hashed() {
         assert_eq!(
-            sign("PUT", "/testapi/v1/t6", &[], "PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP"),
+            sign(
+                "PUT",
+                "/testapi/v1/t6",
+                &[],
+                "PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP"
+            ),
             expect("GNBWEYSEWOLtu+7dD52da2C39aX/Jchpon3K/AmBqBU=")
         );
     }
@@ -408,7 +416,12 @@ mod tests {
     #[test]
     fn configured_headers_are_signed_in_order_with_whitespace_collapsed() {
         assert_eq!(
-            sign("GET", "/testapi/v1/t4", &[("X-Test1", "test-simple-header")], ""),
+            sign(
+                "GET",
+                "/testapi/v1/t4",
+                &[("X-Test1", "test-simple-header")],
+                ""
+            ),
             expect("8F9AybcRw+PLxnvT+H0JRkjROrrUgsxJTnRXMzqvcwY=")
         );
         assert_eq!(
@@ -488,7 +501,8 @@ mod tests {
         let glued = EDGERC.replace('\n', "");
         let c = parse_edgerc(&glued).unwrap();
         assert_eq!(c, parse_edgerc(EDGERC).unwrap());
-        let bare = "client_secret=s3cr3t==host=akab-h.luna.akamaiapis.netaccess_token=a client_token=c";
+        let bare =
+            "client_secret=s3cr3t==host=akab-h.luna.akamaiapis.netaccess_token=a client_token=c";
         let c = parse_edgerc(bare).unwrap();
         assert_eq!(
             (c.client_secret.as_str(), c.host.as_str()),

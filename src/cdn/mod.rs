@@ -5,6 +5,7 @@
 //! listed once in [`PROVIDERS`]; the settings page, the worker and the invalidation pages work
 //! from that list. Adding a provider touches its own file and that one registration.
 
+mod akamai;
 mod edgegrid;
 mod http_purge;
 
@@ -18,7 +19,7 @@ use url::Url;
 pub use crate::domain::settings::FieldError;
 
 /// Every provider, in the order the settings page lists them. The first is the default.
-pub static PROVIDERS: &[&dyn ProviderKind] = &[&http_purge::HttpPurgeKind];
+pub static PROVIDERS: &[&dyn ProviderKind] = &[&http_purge::HttpPurgeKind, &akamai::AkamaiKind];
 
 /// A boxed future, so providers can live behind `dyn Purger`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
