@@ -3,9 +3,11 @@
 
 mod helpers;
 mod purge_node;
+mod sim_akamai;
 mod varnish;
 
 mod accounts;
+mod akamai;
 mod assets;
 mod history;
 mod invalidate;
