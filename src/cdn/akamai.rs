@@ -578,6 +578,9 @@ impl Rates {
     }
 }
 
+/// Transit time of a request the pacer allows for (see [`Buckets::wait_for`]).
+const LATENCY_ALLOWANCE: Duration = Duration::from_millis(100);
+
 /// The client's view of the two buckets.
 #[derive(Debug, Clone)]
 struct Buckets {
@@ -606,9 +609,16 @@ impl Buckets {
         self.at = now;
     }
 
-    /// How long until one request for `objects` URLs fits (zero: now).
+    /// How long until one request for `objects` URLs fits (zero: now), keeping a margin of
+    /// [`LATENCY_ALLOWANCE`] worth of refill: Akamai takes the tokens when the request arrives,
+    /// and while its bucket sits full it does not refill, so a client counting from the moment
+    /// it sent would run ahead by the transit time's worth of tokens and be refused.
     fn wait_for(&self, objects: f64) -> Duration {
-        let objects = objects.min(self.rates.object_burst);
+        let margin = LATENCY_ALLOWANCE.as_secs_f64();
+        let objects =
+            (objects + margin * self.rates.objects_per_second).min(self.rates.object_burst);
+        let requests =
+            (1.0 + margin * self.rates.requests_per_second).min(self.rates.request_burst);
         let deficit = |have: f64, need: f64, rate: f64| {
             if have + 1e-9 >= need {
                 0.0
@@ -616,7 +626,7 @@ impl Buckets {
                 (need - have) / rate
             }
         };
-        let secs = deficit(self.requests, 1.0, self.rates.requests_per_second).max(deficit(
+        let secs = deficit(self.requests, requests, self.rates.requests_per_second).max(deficit(
             self.objects,
             objects,
             self.rates.objects_per_second,
@@ -877,13 +887,13 @@ mod tests {
         let mut b = Buckets::full(Rates::documented(), t0);
         assert_eq!(b.wait_for(10_000.0), Duration::ZERO);
         b.take(10_000.0);
-        // 1,000 more URLs need 5 s at 200/s.
-        assert_eq!(b.wait_for(1_000.0), Duration::from_secs(5));
-        b.refill(t0 + Duration::from_secs(5));
+        // 1,000 more URLs need 5 s at 200/s, plus 0.1 s of margin for transit.
+        assert_close(b.wait_for(1_000.0), 5.1);
+        b.refill(t0 + Duration::from_millis(5_100));
         assert_eq!(b.wait_for(1_000.0), Duration::ZERO);
-        // 100 requests in a burst, then 50/s.
+        // 100 requests in a burst (less the 5-token margin), then 50/s.
         let mut b = Buckets::full(Rates::documented(), t0);
-        for _ in 0..100 {
+        for _ in 0..95 {
             assert_eq!(b.wait_for(1.0), Duration::ZERO);
             b.take(1.0);
         }
@@ -898,7 +908,7 @@ mod tests {
         b.sync(t0, &rate);
         assert_eq!(b.objects, 0.0);
         assert_eq!(b.requests, 100.0);
-        assert_eq!(b.wait_for(2_000.0), Duration::from_secs(1));
+        assert_close(b.wait_for(2_000.0), 1.1);
     }
 
     #[tokio::test]

@@ -45,6 +45,8 @@ pub struct Received {
     pub status: u16,
     /// The problem `title` of an error answer.
     pub title: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 struct State {
@@ -238,6 +240,7 @@ impl AkamaiSim {
             objects: Vec::new(),
             status: 0,
             title: None,
+            at: Instant::now(),
         };
         let support_id = s.id("edsup");
         let (status, json, rate_headers) =
@@ -416,6 +419,7 @@ impl AkamaiSim {
 /// What a purge driven through the worker came to.
 #[derive(Debug)]
 pub struct WorkerRun {
+    pub started: Instant,
     pub elapsed: std::time::Duration,
     pub status: cdn_invalidator::store::InvalidationStatus,
     pub succeeded: usize,
@@ -509,6 +513,7 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         .filter(|u| u.status == UrlStatus::Failed)
         .count();
     WorkerRun {
+        started: start,
         elapsed,
         status,
         succeeded,
