@@ -5,8 +5,10 @@
 //! listed once in [`PROVIDERS`]; the settings page, the worker and the invalidation pages work
 //! from that list. Adding a provider touches its own file and that one registration.
 
+mod akamai;
 mod cloudflare;
 mod cloudfront;
+mod edgegrid;
 mod fastly;
 mod http_purge;
 
@@ -22,6 +24,7 @@ pub use crate::domain::settings::FieldError;
 /// Every provider, in the order the settings page lists them. The first is the default.
 pub static PROVIDERS: &[&dyn ProviderKind] = &[
     &http_purge::HttpPurgeKind,
+    &akamai::AkamaiKind,
     &cloudflare::CloudflareKind,
     &fastly::FastlyKind,
     &cloudfront::CloudFrontKind,

@@ -279,6 +279,10 @@ pub async fn save(
     errors.extend(kind.validate(&check));
     // `prepare` may have filled fields: split them back into plain values and secrets.
     for field in kind.fields() {
+        if field.kind == FieldKind::Secret && check.get(field.name).is_none_or(String::is_empty) {
+            // A secret `prepare` consumed (Akamai's pasted `.edgerc`) is not kept.
+            new_secrets.remove(field.name);
+        }
         if let Some(v) = check.get(field.name) {
             if field.kind == FieldKind::Secret {
                 if !v.is_empty() {

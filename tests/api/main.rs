@@ -3,12 +3,14 @@
 
 mod helpers;
 mod purge_node;
+mod sim_akamai;
 mod sim_cloudflare;
 mod sim_cloudfront;
 mod sim_fastly;
 mod varnish;
 
 mod accounts;
+mod akamai;
 mod assets;
 mod browser;
 mod cloudflare;

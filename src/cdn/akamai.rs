@@ -1,0 +1,929 @@
+//! Akamai Fast Purge (CCU v3): `POST /ccu/v3/{invalidate|delete}/url/{network}`, EdgeGrid-signed,
+//! paced by a client-side copy of Akamai's token buckets so bulk purges do not storm into 429s.
+
+use super::edgegrid::{Credentials, Signer, normalise_host, parse_edgerc};
+use super::{
+    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
+    Purger, Receipt, Values, describe_error, parse_base_url, retry_after, value,
+};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Akamai Fast Purge by URL.
+pub struct AkamaiKind;
+
+/// Largest request body Akamai accepts (413 above).
+pub const MAX_BODY_BYTES: usize = 50_000;
+
+/// Not a settings field (never on the page, never in a snapshot made from the form): a factor
+/// on the documented refill rates, so simulators and benchmarks can run the buckets faster.
+pub const RATE_SCALE_VALUE: &str = "akamai_rate_scale";
+
+const ACTIONS: &[(&str, &str)] = &[
+    (
+        "invalidate",
+        "Invalidate (recommended: refetched only when the origin has a newer version)",
+    ),
+    (
+        "delete",
+        "Delete (always refetched; cannot be undone, loads the origin)",
+    ),
+];
+const NETWORKS: &[(&str, &str)] = &[("production", "Production"), ("staging", "Staging")];
+
+const FIELDS: &[Field] = &[
+    Field {
+        name: "akamai_edgerc",
+        label: ".edgerc section",
+        help: "Paste a section of your .edgerc file (the [default] section is used, or the first one). \
+               It fills the host and the three credentials below and is not kept.",
+        kind: FieldKind::Secret,
+        default: "",
+    },
+    Field {
+        name: "akamai_host",
+        label: "API host",
+        help: "The credential's host from .edgerc, e.g. akab-xxxx.luna.akamaiapis.net.",
+        kind: FieldKind::Text,
+        default: "",
+    },
+    Field {
+        name: "akamai_client_token",
+        label: "Client token",
+        help: "client_token from .edgerc.",
+        kind: FieldKind::Secret,
+        default: "",
+    },
+    Field {
+        name: "akamai_client_secret",
+        label: "Client secret",
+        help: "client_secret from .edgerc.",
+        kind: FieldKind::Secret,
+        default: "",
+    },
+    Field {
+        name: "akamai_access_token",
+        label: "Access token",
+        help: "access_token from .edgerc.",
+        kind: FieldKind::Secret,
+        default: "",
+    },
+    Field {
+        name: "akamai_action",
+        label: "Action",
+        help: "Akamai recommends invalidate.",
+        kind: FieldKind::Choice(ACTIONS),
+        default: "invalidate",
+    },
+    Field {
+        name: "akamai_network",
+        label: "Network",
+        help: "Which Akamai network to purge.",
+        kind: FieldKind::Choice(NETWORKS),
+        default: "production",
+    },
+    Field {
+        name: "akamai_base_url",
+        label: "API base URL",
+        help: "Leave empty to use https://<API host>. Requests go to this URL when set; they are signed for its host.",
+        kind: FieldKind::Text,
+        default: "",
+    },
+];
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+struct Settings {
+    base: Url,
+    credentials: Credentials,
+    action: &'static str,
+    network: &'static str,
+    rate_scale: f64,
+}
+
+fn choice(options: &'static [(&'static str, &'static str)], v: &str) -> Option<&'static str> {
+    options.iter().map(|(o, _)| *o).find(|o| *o == v)
+}
+
+fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
+    let kind = &AkamaiKind;
+    let get = |name: &str| value(kind, values, name).trim().to_string();
+    let mut errors = Vec::new();
+    let mut required = |name: &'static str, what: &str| {
+        let v = get(name);
+        if v.is_empty() {
+            errors.push(FieldError {
+                field: name,
+                message: format!("Enter the {what}, or paste an .edgerc section."),
+            });
+        }
+        v
+    };
+    let host = normalise_host(&required("akamai_host", "API host"));
+    let credentials = Credentials {
+        host: host.clone(),
+        client_token: required("akamai_client_token", "client token"),
+        client_secret: required("akamai_client_secret", "client secret"),
+        access_token: required("akamai_access_token", "access token"),
+    };
+    if !host.is_empty() && host.contains(|c: char| c == '/' || c.is_whitespace()) {
+        errors.push(FieldError {
+            field: "akamai_host",
+            message: format!(
+                "\"{host}\" must be a host name such as akab-xxxx.luna.akamaiapis.net."
+            ),
+        });
+    }
+    let base_text = get("akamai_base_url");
+    let base = if base_text.is_empty() {
+        Url::parse(&format!("https://{host}/")).ok()
+    } else {
+        match parse_base_url(&base_text) {
+            Ok(u) if u.path() == "/" => Some(u),
+            Ok(_) => {
+                errors.push(FieldError {
+                    field: "akamai_base_url",
+                    message: format!("\"{base_text}\" must be a base URL without a path."),
+                });
+                None
+            }
+            Err(message) => {
+                errors.push(FieldError {
+                    field: "akamai_base_url",
+                    message,
+                });
+                None
+            }
+        }
+    };
+    let action = choice(ACTIONS, &get("akamai_action"));
+    if action.is_none() {
+        errors.push(FieldError {
+            field: "akamai_action",
+            message: "Choose invalidate or delete.".into(),
+        });
+    }
+    let network = choice(NETWORKS, &get("akamai_network"));
+    if network.is_none() {
+        errors.push(FieldError {
+            field: "akamai_network",
+            message: "Choose production or staging.".into(),
+        });
+    }
+    let rate_scale = values
+        .get(RATE_SCALE_VALUE)
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0);
+    match (base, action, network, errors.is_empty()) {
+        (Some(base), Some(action), Some(network), true) => Ok(Settings {
+            base,
+            credentials,
+            action,
+            network,
+            rate_scale,
+        }),
+        _ => Err(errors),
+    }
+}
+
+impl ProviderKind for AkamaiKind {
+    fn name(&self) -> &'static str {
+        "akamai"
+    }
+
+    fn label(&self) -> &'static str {
+        "Akamai Fast Purge (CCU v3)"
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    /// Fills host and credentials from a pasted `.edgerc` section, then drops the paste.
+    fn prepare(&self, values: &mut Values) -> Vec<FieldError> {
+        let Some(text) = values.remove("akamai_edgerc") else {
+            return Vec::new();
+        };
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        match parse_edgerc(&text) {
+            Ok(c) => {
+                values.insert("akamai_host".into(), c.host);
+                values.insert("akamai_client_token".into(), c.client_token);
+                values.insert("akamai_client_secret".into(), c.client_secret);
+                values.insert("akamai_access_token".into(), c.access_token);
+                Vec::new()
+            }
+            Err(message) => vec![FieldError {
+                field: "akamai_edgerc",
+                message,
+            }],
+        }
+    }
+
+    fn validate(&self, values: &Values) -> Vec<FieldError> {
+        settings(values).err().unwrap_or_default()
+    }
+
+    fn describe(&self, values: &Values) -> String {
+        format!(
+            "Akamai Fast Purge ({}, {})",
+            value(self, values, "akamai_network"),
+            value(self, values, "akamai_action")
+        )
+    }
+
+    fn propagation_seconds(&self) -> u64 {
+        // Akamai: purges normally complete in about 5 seconds.
+        5
+    }
+
+    fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
+        let s = settings(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
+        Ok(Box::new(AkamaiPurge::new(ctx.client.clone(), s)))
+    }
+}
+
+/// Sends Fast Purge requests for one API client.
+pub struct AkamaiPurge {
+    client: reqwest::Client,
+    signer: Signer,
+    endpoint: Url,
+    status_endpoint: Url,
+    pacer: Arc<Pacer>,
+}
+
+impl AkamaiPurge {
+    fn new(client: reqwest::Client, s: Settings) -> Self {
+        let endpoint = s
+            .base
+            .join(&format!("ccu/v3/{}/url/{}", s.action, s.network))
+            .expect("a fixed relative path joins");
+        let status_endpoint = s
+            .base
+            .join("ccu/v3/rate-limit-status/url")
+            .expect("a fixed relative path joins");
+        let pacer = Pacer::shared(s.base.as_str(), Rates::documented().scaled(s.rate_scale));
+        Self {
+            client,
+            signer: Signer::new(s.credentials),
+            endpoint,
+            status_endpoint,
+            pacer,
+        }
+    }
+
+    async fn post(&self, url: &Url, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
+        let content_type = "application/json";
+        let authorization =
+            self.signer
+                .authorization("POST", url, &[("Content-Type", content_type)], &body);
+        self.client
+            .post(url.clone())
+            .header(CONTENT_TYPE, content_type)
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .body(body)
+            .send()
+            .await
+    }
+}
+
+/// `{"objects":[…]}` for `urls`.
+fn request_body(urls: &[Url]) -> Vec<u8> {
+    let objects: Vec<&str> = urls.iter().map(Url::as_str).collect();
+    serde_json::to_vec(&serde_json::json!({ "objects": objects })).expect("strings serialise")
+}
+
+/// Splits so each `{"objects":[…]}` body is at most [`MAX_BODY_BYTES`] and no request asks for
+/// more URL tokens than the bucket holds.
+fn split(urls: &[Url], max_body: usize, max_objects: usize) -> Vec<usize> {
+    const EMPTY: usize = r#"{"objects":[]}"#.len();
+    let mut sizes = Vec::new();
+    let (mut count, mut bytes) = (0usize, EMPTY);
+    for url in urls {
+        let len = serde_json::to_string(url.as_str()).map_or(url.as_str().len() + 2, |s| s.len());
+        let added = len + usize::from(count > 0);
+        if count > 0 && (bytes + added > max_body || count == max_objects) {
+            sizes.push(count);
+            (count, bytes) = (0, EMPTY);
+        }
+        bytes += len + usize::from(count > 0);
+        count += 1;
+    }
+    if count > 0 {
+        sizes.push(count);
+    }
+    sizes
+}
+
+/// An Akamai answer body (`application/api-problem+json` for errors, JSON for 201).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    title: Option<String>,
+    detail: Option<String>,
+    support_id: Option<String>,
+    purge_id: Option<String>,
+    estimated_seconds: Option<u64>,
+}
+
+impl Answer {
+    fn parse(body: &str) -> Self {
+        serde_json::from_str(body).unwrap_or_default()
+    }
+
+    /// `Akamai 403 Forbidden: unauthorized arl — http://… (support id …)`.
+    fn words(&self, status: reqwest::StatusCode, raw: &str) -> String {
+        let mut text = format!(
+            "Akamai {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .trim_end()
+        .to_string();
+        let title = self.title.as_deref().filter(|t| !t.is_empty());
+        let detail = self.detail.as_deref().filter(|d| !d.is_empty());
+        match (title, detail) {
+            (Some(t), Some(d)) => text.push_str(&format!(": {t} — {d}")),
+            (Some(t), None) => text.push_str(&format!(": {t}")),
+            (None, Some(d)) => text.push_str(&format!(": {d}")),
+            (None, None) if self.support_id.is_none() && !raw.trim().is_empty() => {
+                let raw: String = raw.trim().chars().take(200).collect();
+                text.push_str(&format!(": {raw}"));
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = &self.support_id {
+            text.push_str(&format!(" (support id {id})"));
+        }
+        text
+    }
+}
+
+/// The `X-Ratelimit-*` headers Akamai sends with 201 and 429 answers.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct RateHeaders {
+    remaining: Option<f64>,
+    per_second: Option<f64>,
+    seconds_to_refresh: Option<f64>,
+    remaining_objects: Option<f64>,
+    per_second_objects: Option<f64>,
+    seconds_to_refresh_objects: Option<f64>,
+}
+
+impl RateHeaders {
+    fn read(headers: &HeaderMap) -> Self {
+        let num = |name: &str| {
+            headers
+                .get(name)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
+        Self {
+            remaining: num("x-ratelimit-remaining"),
+            per_second: num("x-ratelimit-limit-per-second"),
+            seconds_to_refresh: num("x-ratelimit-seconds-to-refresh-limit"),
+            remaining_objects: num("x-ratelimit-remaining-objects"),
+            per_second_objects: num("x-ratelimit-limit-per-second-objects"),
+            seconds_to_refresh_objects: num("x-ratelimit-seconds-to-refresh-limit-objects"),
+        }
+    }
+
+    /// How long until a request for `objects` URLs would be accepted: the token deficit over
+    /// the refill rate, or the time to a full bucket when the rate is not given.
+    fn wait_for(&self, objects: usize) -> Option<Duration> {
+        let one =
+            |remaining: Option<f64>, rate: Option<f64>, refresh: Option<f64>, need: f64| match (
+                remaining, rate,
+            ) {
+                (Some(r), _) if r >= need => Some(0.0),
+                (Some(r), Some(rate)) if rate > 0.0 => {
+                    let wait = (need - r) / rate;
+                    Some(refresh.map_or(wait, |f| wait.min(f)))
+                }
+                _ => refresh,
+            };
+        let requests = one(
+            self.remaining,
+            self.per_second,
+            self.seconds_to_refresh,
+            1.0,
+        );
+        let urls = one(
+            self.remaining_objects,
+            self.per_second_objects,
+            self.seconds_to_refresh_objects,
+            objects as f64,
+        );
+        let secs = match (requests, urls) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(Duration::from_secs_f64(secs))
+    }
+}
+
+impl Purger for AkamaiPurge {
+    fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
+        split(urls, MAX_BODY_BYTES, self.pacer.rates.object_burst as usize)
+    }
+
+    fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
+        Box::pin(async move {
+            let n = batch.urls.len();
+            // Akamai refuses URLs without an http(s) scheme: say so instead of failing the batch.
+            if let Some(bad) = batch
+                .urls
+                .iter()
+                .find(|u| !matches!(u.scheme(), "http" | "https"))
+            {
+                let reason = format!("Akamai purges only http:// and https:// URLs, not {bad}");
+                return PurgeResult::all(
+                    n,
+                    Attempt::Fail {
+                        http_status: None,
+                        reason,
+                    },
+                    None,
+                );
+            }
+            self.pacer.acquire(n).await;
+            let response = match self.post(&self.endpoint, request_body(&batch.urls)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let attempt = Attempt::Retry {
+                        http_status: None,
+                        reason: describe_error(&e),
+                        retry_after: None,
+                    };
+                    return PurgeResult::all(n, attempt, None);
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            let answer = Answer::parse(&text);
+            let code = status.as_u16();
+            let attempt = match code {
+                200..=299 => {
+                    let receipt = Receipt {
+                        provider_id: answer.purge_id,
+                        support_id: answer.support_id,
+                        estimated_seconds: answer.estimated_seconds,
+                    };
+                    let done = Attempt::Done {
+                        http_status: Some(code),
+                        note: None,
+                    };
+                    return PurgeResult::all(n, done, Some(receipt));
+                }
+                429 => {
+                    let rate = RateHeaders::read(&headers);
+                    self.pacer.refused(&rate);
+                    Attempt::Retry {
+                        http_status: Some(code),
+                        reason: answer.words(status, &text),
+                        retry_after: rate.wait_for(n).or_else(|| retry_after(&headers)),
+                    }
+                }
+                500..=599 => Attempt::Retry {
+                    http_status: Some(code),
+                    reason: answer.words(status, &text),
+                    retry_after: retry_after(&headers),
+                },
+                _ => Attempt::Fail {
+                    http_status: Some(code),
+                    reason: answer.words(status, &text),
+                },
+            };
+            PurgeResult::all(n, attempt, None)
+        })
+    }
+
+    fn test_connection(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            // Reading the rate-limit status is authenticated and purges nothing.
+            let response = self
+                .post(&self.status_endpoint, Vec::new())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "Could not reach Akamai at {}: {}",
+                        self.status_endpoint,
+                        describe_error(&e)
+                    )
+                })?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            let answer = Answer::parse(&text);
+            if !status.is_success() {
+                return Err(format!(
+                    "Akamai refused the credentials: {}",
+                    answer.words(status, &text)
+                ));
+            }
+            let rate = RateHeaders::read(&headers);
+            let mut message = "Akamai accepted the credentials".to_string();
+            if let (Some(urls), Some(requests)) = (rate.remaining_objects, rate.remaining) {
+                message.push_str(&format!(
+                    ": {urls} URL purges and {requests} requests available now"
+                ));
+            }
+            if let Some(id) = answer.support_id {
+                message.push_str(&format!(" (support id {id})"));
+            }
+            message.push('.');
+            Ok(message)
+        })
+    }
+}
+
+/// Akamai's documented token buckets (per account): requests and URL objects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    request_burst: f64,
+    requests_per_second: f64,
+    object_burst: f64,
+    objects_per_second: f64,
+}
+
+impl Rates {
+    /// Requests: 100 burst, 50/s. URLs: 10,000 burst, 200/s.
+    fn documented() -> Self {
+        Self {
+            request_burst: 100.0,
+            requests_per_second: 50.0,
+            object_burst: 10_000.0,
+            objects_per_second: 200.0,
+        }
+    }
+
+    /// Refill rates multiplied by `factor`, bursts unchanged.
+    fn scaled(self, factor: f64) -> Self {
+        Self {
+            requests_per_second: self.requests_per_second * factor,
+            objects_per_second: self.objects_per_second * factor,
+            ..self
+        }
+    }
+}
+
+/// Transit time of a request the pacer allows for (see [`Buckets::wait_for`]).
+const LATENCY_ALLOWANCE: Duration = Duration::from_millis(100);
+
+/// The client's view of the two buckets.
+#[derive(Debug, Clone)]
+struct Buckets {
+    rates: Rates,
+    requests: f64,
+    objects: f64,
+    at: Instant,
+}
+
+impl Buckets {
+    fn full(rates: Rates, now: Instant) -> Self {
+        Self {
+            rates,
+            requests: rates.request_burst,
+            objects: rates.object_burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.requests =
+            (self.requests + dt * self.rates.requests_per_second).min(self.rates.request_burst);
+        self.objects =
+            (self.objects + dt * self.rates.objects_per_second).min(self.rates.object_burst);
+        self.at = now;
+    }
+
+    /// How long until one request for `objects` URLs fits (zero: now), keeping a margin of
+    /// [`LATENCY_ALLOWANCE`] worth of refill: Akamai takes the tokens when the request arrives,
+    /// and while its bucket sits full it does not refill, so a client counting from the moment
+    /// it sent would run ahead by the transit time's worth of tokens and be refused.
+    fn wait_for(&self, objects: f64) -> Duration {
+        let margin = LATENCY_ALLOWANCE.as_secs_f64();
+        let objects =
+            (objects + margin * self.rates.objects_per_second).min(self.rates.object_burst);
+        let requests =
+            (1.0 + margin * self.rates.requests_per_second).min(self.rates.request_burst);
+        let deficit = |have: f64, need: f64, rate: f64| {
+            if have + 1e-9 >= need {
+                0.0
+            } else {
+                (need - have) / rate
+            }
+        };
+        let secs = deficit(self.requests, requests, self.rates.requests_per_second).max(deficit(
+            self.objects,
+            objects,
+            self.rates.objects_per_second,
+        ));
+        Duration::from_secs_f64(secs)
+    }
+
+    fn take(&mut self, objects: f64) {
+        self.requests -= 1.0;
+        self.objects -= objects.min(self.rates.object_burst);
+    }
+
+    /// Akamai says fewer tokens are left than we thought (other clients share the account).
+    fn sync(&mut self, now: Instant, rate: &RateHeaders) {
+        self.refill(now);
+        if let Some(r) = rate.remaining {
+            self.requests = self.requests.min(r);
+        }
+        if let Some(o) = rate.remaining_objects {
+            self.objects = self.objects.min(o);
+        }
+    }
+}
+
+/// Waits for tokens before each purge request, so a bulk purge runs at the rate Akamai allows
+/// instead of being refused; one per API base URL, shared by every batch of the process.
+struct Pacer {
+    rates: Rates,
+    buckets: Mutex<Buckets>,
+    /// Requests take tokens in arrival order (tokio's mutex is fair).
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Pacer {
+    fn shared(base: &str, rates: Rates) -> Arc<Self> {
+        static PACERS: OnceLock<Mutex<HashMap<String, Arc<Pacer>>>> = OnceLock::new();
+        let key = format!(
+            "{base} {} {}",
+            rates.requests_per_second, rates.objects_per_second
+        );
+        let mut map = PACERS
+            .get_or_init(Default::default)
+            .lock()
+            .expect("pacer registry lock");
+        map.entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pacer {
+                    rates,
+                    buckets: Mutex::new(Buckets::full(rates, Instant::now())),
+                    turn: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    async fn acquire(&self, objects: usize) {
+        let _turn = self.turn.lock().await;
+        loop {
+            let wait = {
+                let mut b = self.buckets.lock().expect("pacer lock");
+                b.refill(Instant::now());
+                let wait = b.wait_for(objects as f64);
+                if wait.is_zero() {
+                    b.take(objects as f64);
+                    return;
+                }
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn refused(&self, rate: &RateHeaders) {
+        self.buckets
+            .lock()
+            .expect("pacer lock")
+            .sync(Instant::now(), rate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> Values {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn complete() -> Values {
+        values(&[
+            ("akamai_host", "akab-h.luna.akamaiapis.net"),
+            ("akamai_client_token", "ct"),
+            ("akamai_client_secret", "cs"),
+            ("akamai_access_token", "at"),
+        ])
+    }
+
+    #[test]
+    fn prepare_fills_fields_from_an_edgerc_paste_and_drops_it() {
+        let mut v = values(&[(
+            "akamai_edgerc",
+            "[default]\nclient_secret = cs=\nhost = akab-h.luna.akamaiapis.net\naccess_token = at\nclient_token = ct\n",
+        )]);
+        assert!(AkamaiKind.prepare(&mut v).is_empty());
+        assert!(!v.contains_key("akamai_edgerc"));
+        assert_eq!(v["akamai_client_secret"], "cs=");
+        assert_eq!(v["akamai_host"], "akab-h.luna.akamaiapis.net");
+        assert!(AkamaiKind.validate(&v).is_empty());
+
+        let mut bad = values(&[("akamai_edgerc", "[default]\nhost = h\n")]);
+        let errors = AkamaiKind.prepare(&mut bad);
+        assert_eq!(errors[0].field, "akamai_edgerc");
+        assert!(!bad.contains_key("akamai_edgerc"));
+    }
+
+    #[test]
+    fn validation_names_each_missing_or_bad_field() {
+        let errors = AkamaiKind.validate(&Values::new());
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "akamai_host",
+                "akamai_client_token",
+                "akamai_client_secret",
+                "akamai_access_token"
+            ]
+        );
+        let mut v = complete();
+        v.insert("akamai_base_url".into(), "http://127.0.0.1:9/x".into());
+        v.insert("akamai_network".into(), "moon".into());
+        let fields: Vec<&str> = AkamaiKind.validate(&v).iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["akamai_base_url", "akamai_network"]);
+    }
+
+    #[test]
+    fn endpoints_follow_action_network_and_base_url() {
+        let ctx = Context {
+            client: reqwest::Client::new(),
+            config: Default::default(),
+        };
+        let s = settings(&complete()).unwrap();
+        let p = AkamaiPurge::new(ctx.client.clone(), s);
+        assert_eq!(
+            p.endpoint.as_str(),
+            "https://akab-h.luna.akamaiapis.net/ccu/v3/invalidate/url/production"
+        );
+        let mut v = complete();
+        v.insert("akamai_base_url".into(), "http://127.0.0.1:9".into());
+        v.insert("akamai_action".into(), "delete".into());
+        v.insert("akamai_network".into(), "staging".into());
+        let p = AkamaiPurge::new(ctx.client, settings(&v).unwrap());
+        assert_eq!(
+            p.endpoint.as_str(),
+            "http://127.0.0.1:9/ccu/v3/delete/url/staging"
+        );
+        assert_eq!(
+            p.status_endpoint.as_str(),
+            "http://127.0.0.1:9/ccu/v3/rate-limit-status/url"
+        );
+        assert_eq!(
+            AkamaiKind.describe(&v),
+            "Akamai Fast Purge (staging, delete)"
+        );
+    }
+
+    #[test]
+    fn bodies_stay_within_50000_bytes() {
+        let urls: Vec<Url> = (0..5000)
+            .map(|i| {
+                Url::parse(&format!(
+                    "https://images.example.com/is/image/Co/asset-{i:05}?$p$"
+                ))
+                .unwrap()
+            })
+            .collect();
+        let sizes = split(&urls, MAX_BODY_BYTES, 10_000);
+        assert_eq!(sizes.iter().sum::<usize>(), urls.len());
+        let mut rest = &urls[..];
+        for size in &sizes {
+            let (batch, tail) = rest.split_at(*size);
+            let len = request_body(batch).len();
+            assert!(len <= MAX_BODY_BYTES, "{len}");
+            // Full: one more URL would not have fitted.
+            if let Some(next) = tail.first() {
+                let mut more = batch.to_vec();
+                more.push(next.clone());
+                assert!(request_body(&more).len() > MAX_BODY_BYTES);
+            }
+            rest = tail;
+        }
+        // The object bucket caps a request too.
+        assert_eq!(split(&urls[..25], MAX_BODY_BYTES, 10), [10, 10, 5]);
+        assert_eq!(
+            request_body(&urls[..1]),
+            br#"{"objects":["https://images.example.com/is/image/Co/asset-00000?$p$"]}"#
+        );
+    }
+
+    #[test]
+    fn problem_answers_are_shown_in_akamais_words() {
+        let body = r#"{"httpStatus":403,"supportId":"edcp-X","title":"unauthorized arl","detail":"http://a.example/","describedBy":"https://techdocs.akamai.com/purge-cache/reference/api-errors"}"#;
+        let a = Answer::parse(body);
+        assert_eq!(
+            a.words(reqwest::StatusCode::FORBIDDEN, body),
+            "Akamai 403 Forbidden: unauthorized arl — http://a.example/ (support id edcp-X)"
+        );
+        assert_eq!(
+            Answer::parse("oops").words(reqwest::StatusCode::BAD_GATEWAY, "oops"),
+            "Akamai 502 Bad Gateway: oops"
+        );
+        let ok = Answer::parse(
+            r#"{"detail":"Request accepted","estimatedSeconds":5,"httpStatus":201,"purgeId":"p1","supportId":"s1"}"#,
+        );
+        assert_eq!(
+            (ok.purge_id.as_deref(), ok.estimated_seconds),
+            (Some("p1"), Some(5))
+        );
+    }
+
+    fn assert_close(d: Duration, secs: f64) {
+        assert!(
+            (d.as_secs_f64() - secs).abs() < 1e-6,
+            "{d:?} is not {secs} s"
+        );
+    }
+
+    #[test]
+    fn rate_headers_give_the_wait_until_the_request_fits() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("X-Ratelimit-Remaining", "99"),
+            ("X-Ratelimit-Limit-Per-Second", "50"),
+            ("X-Ratelimit-Seconds-To-Refresh-Limit", "0.02"),
+            ("X-Ratelimit-Remaining-Objects", "94"),
+            ("X-Ratelimit-Limit-Per-Second-Objects", "200"),
+            ("X-Ratelimit-Seconds-To-Refresh-Limit-Objects", "49.53"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let r = RateHeaders::read(&h);
+        // 110 URLs asked, 94 left: 16 more at 200/s.
+        assert_close(r.wait_for(110).unwrap(), 0.08);
+        let only_refresh = RateHeaders {
+            seconds_to_refresh_objects: Some(3.0),
+            ..RateHeaders::default()
+        };
+        assert_eq!(only_refresh.wait_for(10), Some(Duration::from_secs(3)));
+        assert_eq!(RateHeaders::default().wait_for(10), None);
+    }
+
+    #[test]
+    fn buckets_burst_then_refill_at_the_documented_rates() {
+        let t0 = Instant::now();
+        let mut b = Buckets::full(Rates::documented(), t0);
+        assert_eq!(b.wait_for(10_000.0), Duration::ZERO);
+        b.take(10_000.0);
+        // 1,000 more URLs need 5 s at 200/s, plus 0.1 s of margin for transit.
+        assert_close(b.wait_for(1_000.0), 5.1);
+        b.refill(t0 + Duration::from_millis(5_100));
+        assert_eq!(b.wait_for(1_000.0), Duration::ZERO);
+        // 100 requests in a burst (less the 5-token margin), then 50/s.
+        let mut b = Buckets::full(Rates::documented(), t0);
+        for _ in 0..95 {
+            assert_eq!(b.wait_for(1.0), Duration::ZERO);
+            b.take(1.0);
+        }
+        assert_close(b.wait_for(1.0), 0.02);
+        // A 429's headers lower what we think is left; they never raise it.
+        let mut b = Buckets::full(Rates::documented().scaled(10.0), t0);
+        let rate = RateHeaders {
+            remaining: Some(100.0),
+            remaining_objects: Some(0.0),
+            ..RateHeaders::default()
+        };
+        b.sync(t0, &rate);
+        assert_eq!(b.objects, 0.0);
+        assert_eq!(b.requests, 100.0);
+        assert_close(b.wait_for(2_000.0), 1.1);
+    }
+
+    #[tokio::test]
+    async fn one_pacer_per_base_url_is_shared() {
+        let rates = Rates::documented().scaled(1000.0);
+        let a = Pacer::shared("http://127.0.0.1:1/", rates);
+        let b = Pacer::shared("http://127.0.0.1:1/", rates);
+        let c = Pacer::shared("http://127.0.0.1:2/", rates);
+        assert!(Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &c));
+        // 10,000 burst then 200,000/s: 30,000 URLs take at least 0.1 s.
+        let start = Instant::now();
+        for _ in 0..30 {
+            a.acquire(1_000).await;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(99), "{elapsed:?}");
+    }
+}

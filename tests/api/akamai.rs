@@ -1,0 +1,251 @@
+//! Akamai Fast Purge through the UI, against the loopback simulator.
+
+use crate::helpers::*;
+use crate::sim_akamai::{
+    ACCESS_TOKEN, AkamaiSim, CLIENT_SECRET, CLIENT_TOKEN, edgerc, purge_through_worker,
+};
+use reqwest::StatusCode;
+
+const SERVER: &str = "https://images.example.com";
+const HOST: &str = "akab-sim.luna.akamaiapis.net";
+
+/// Admin pastes the simulator's `.edgerc` section and points the API at the simulator.
+async fn configure(app: &TestApp, sim: &AkamaiSim, extra: &[(&str, &str)]) -> Browser {
+    let admin = app.admin().await;
+    let paste = edgerc(HOST);
+    let base = sim.base();
+    let mut fields = vec![
+        ("akamai_edgerc", paste.as_str()),
+        ("akamai_base_url", base.as_str()),
+    ];
+    fields.extend_from_slice(extra);
+    let r = admin
+        .save_provider(SERVER, "forbidden.example.com", "akamai", &fields)
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    admin
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in [CLIENT_SECRET, CLIENT_TOKEN, ACCESS_TOKEN, "client_secret ="] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+}
+
+#[tokio::test]
+async fn pasted_edgerc_connects_and_purges_with_ids_on_the_page() {
+    let sim = AkamaiSim::start(1.0).await;
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[("akamai_network", "staging")]).await;
+
+    // The paste filled the host and the three credentials; none is ever shown back.
+    let r = admin.get("/settings").await;
+    let text = r.text().await.unwrap();
+    assert_no_secret(&text);
+    let html = scraper::Html::parse_document(&text);
+    assert_eq!(
+        attr(&html, "input#akamai_host", "value").as_deref(),
+        Some(HOST)
+    );
+    for field in [
+        "akamai_client_token",
+        "akamai_client_secret",
+        "akamai_access_token",
+    ] {
+        let label = texts(&html, &format!("label[for={field}]")).remove(0);
+        assert!(label.contains("(set"), "{field}: {label}");
+        assert_eq!(
+            attr(&html, &format!("#{field}"), "value").as_deref(),
+            Some("")
+        );
+    }
+    // The paste itself is not kept.
+    let label = texts(&html, "label[for=akamai_edgerc]").remove(0);
+    assert!(label.contains("(not set)"), "{label}");
+
+    let (ok, message) = admin.test_connection().await;
+    assert!(ok, "{message}");
+    assert!(
+        message.contains("Akamai accepted the credentials"),
+        "{message}"
+    );
+    let first = &sim.received()[0];
+    assert_eq!(
+        (first.path.as_str(), first.status),
+        ("/ccu/v3/rate-limit-status/url", 201)
+    );
+
+    let user = app.user(&admin, "ursula").await;
+    let urls = [
+        format!("{SERVER}/is/image/Co/a"),
+        format!("{SERVER}/is/image/Co/b?$thumb$"),
+        format!("{SERVER}/is/content/Co/c.pdf"),
+    ];
+    let id = user.invalidate_urls(&urls.join("\n")).await;
+    let json = user.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_no_secret(&json.to_string());
+
+    let purges: Vec<_> = sim
+        .received()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/ccu/v3/invalidate"))
+        .collect();
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    assert_eq!(purges[0].path, "/ccu/v3/invalidate/url/staging");
+    assert_eq!(purges[0].content_type, "application/json");
+    assert_eq!(purges[0].objects, urls);
+    assert_eq!(purges[0].status, 201);
+
+    // The purge and support ids Akamai gave are on the page and in the JSON.
+    let batch = &json["batches"][0];
+    let purge_id = batch["provider_id"].as_str().unwrap().to_string();
+    let support_id = batch["support_id"].as_str().unwrap().to_string();
+    assert!(purge_id.starts_with("edcp-sim"), "{batch}");
+    assert!(support_id.starts_with("edsup-sim"), "{batch}");
+    let html = user.page(&format!("/invalidations/{id}")).await;
+    assert_eq!(texts(&html, "#batches .provider-id"), [purge_id]);
+    assert_eq!(texts(&html, "#batches .support-id"), [support_id]);
+    let page = html.html();
+    assert_no_secret(&page);
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_refused_urls_are_reported_in_akamais_words() {
+    let sim = AkamaiSim::start(1.0).await;
+    sim.deny_host("forbidden.example.com");
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[]).await;
+
+    // A purge of a host outside the account: 403 "unauthorized arl", not retried.
+    let url = "https://forbidden.example.com/is/image/x";
+    let id = admin.invalidate_urls(url).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed", "{json}");
+    let error = json["urls"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "Akamai 403 Forbidden: unauthorized arl — {url} (support id edsup-sim"
+        )),
+        "{error}"
+    );
+    assert_eq!(json["urls"][0]["attempts"], 1);
+    let html = admin.page(&format!("/invalidations/{id}")).await;
+    assert!(
+        html.html().contains("unauthorized arl"),
+        "the page shows Akamai's words"
+    );
+
+    // A wrong secret: Test connection says what Akamai said.
+    let r = admin
+        .save_provider(
+            SERVER,
+            "",
+            "akamai",
+            &[("akamai_client_secret", "bm90LXRoZS1zZWNyZXQ=")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (ok, message) = admin.test_connection().await;
+    assert!(!ok);
+    assert!(
+        message.contains("Akamai 401 Unauthorized: Not authorized — The signature does not match"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_the_wait_akamais_headers_give() {
+    let sim = AkamaiSim::start(1.0).await;
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[("akamai_action", "delete")]).await;
+    // Another client on the account has just used every URL token.
+    sim.drain_url_tokens();
+    let urls = (0..4)
+        .map(|i| format!("{SERVER}/is/image/Co/{i}"))
+        .collect::<Vec<_>>();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["attempts"], 2, "{json}");
+
+    let answers: Vec<(u16, Option<String>)> = sim
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/ccu/v3/delete/url/production")
+        .map(|r| (r.status, r.title))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (429, Some("URL Rate Limit exceeded".to_string())),
+            (201, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unparsable_edgerc_paste_is_refused_and_not_kept() {
+    let sim = AkamaiSim::start(1.0).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let r = admin
+        .save_provider(
+            SERVER,
+            "",
+            "akamai",
+            &[
+                (
+                    "akamai_edgerc",
+                    "[default]\nhost = h\nclient_secret = leaked-if-kept\n",
+                ),
+                ("akamai_base_url", &sim.base()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    let errors = texts(&html, ".field-error[data-field=akamai_edgerc]");
+    assert_eq!(
+        errors,
+        ["The .edgerc section has no client_token, no access_token."]
+    );
+    assert!(!html.html().contains("leaked-if-kept"));
+}
+
+/// More URLs than the URL bucket's burst, through the worker with the buckets sped up (×2:
+/// 400 URLs/s, slow enough that the buckets, not the store, limit the worker): the pacer
+/// waits for tokens, so nothing is refused and nothing is lost.
+#[tokio::test]
+async fn bulk_purges_are_paced_within_the_token_buckets() {
+    let scale = 2.0;
+    let sim = AkamaiSim::start(scale).await;
+    let urls: Vec<String> = (0..10_800)
+        .map(|i| format!("https://images.example.com/is/image/Company/asset-{i:06}?$product$"))
+        .collect();
+    let run = purge_through_worker(&sim, urls.clone(), scale).await;
+    assert_eq!((run.succeeded, run.failed), (10_800, 0), "{run:?}");
+    let received = sim.received();
+    let refused = received.iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused, 0, "the pacer kept within the buckets");
+    let sent: Vec<String> = received
+        .into_iter()
+        .flat_map(|r| r.objects)
+        .collect::<Vec<_>>();
+    let mut sorted = sent.clone();
+    sorted.sort();
+    let mut expected = urls;
+    expected.sort();
+    assert_eq!(sorted, expected, "every URL sent exactly once");
+    // (10,800 − 10,000 burst) URLs at 400/s cannot take less than 2 s.
+    assert!(
+        run.elapsed.as_secs_f64() >= 2.0,
+        "faster than the buckets allow: {:?}",
+        run.elapsed
+    );
+}

@@ -1,0 +1,522 @@
+//! A loopback Akamai Fast Purge (CCU v3) that checks requests the way the real API does:
+//! EdgeGrid signature (verified here independently of the app's signer), path, method,
+//! `Content-Type`, body size and shape, and the two token buckets (refused requests cost
+//! nothing), answering with Akamai's documented bodies and `X-Ratelimit-*` headers.
+//! Shared with `benches/akamai_pacing.rs`.
+#![allow(dead_code)]
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub const CLIENT_TOKEN: &str = "akab-client-token-sim-0000000000000000";
+pub const CLIENT_SECRET: &str = "c2ltdWxhdGVkLWNsaWVudC1zZWNyZXQtZm9yLXRlc3Rz=";
+pub const ACCESS_TOKEN: &str = "akab-access-token-sim-0000000000000000";
+
+const REQUEST_BURST: f64 = 100.0;
+const REQUESTS_PER_SECOND: f64 = 50.0;
+const URL_BURST: f64 = 10_000.0;
+const URLS_PER_SECOND: f64 = 200.0;
+const MAX_BODY: usize = 50_000;
+const PROBLEM: &str = "application/api-problem+json";
+
+/// `[default]` of an `.edgerc` for this simulator's credentials.
+pub fn edgerc(host: &str) -> String {
+    format!(
+        "[default]\nclient_secret = {CLIENT_SECRET}\nhost = {host}\naccess_token = {ACCESS_TOKEN}\nclient_token = {CLIENT_TOKEN}\n"
+    )
+}
+
+/// One request as received, with the answer given.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub content_type: String,
+    pub body_len: usize,
+    pub objects: Vec<String>,
+    pub status: u16,
+    /// The problem `title` of an error answer.
+    pub title: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+struct State {
+    scale: f64,
+    requests: f64,
+    urls: f64,
+    at: Instant,
+    nonces: HashSet<String>,
+    received: Vec<Received>,
+    unauthorized_hosts: Vec<String>,
+    next_id: u64,
+}
+
+impl State {
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.at).as_secs_f64() * self.scale;
+        self.requests = (self.requests + dt * REQUESTS_PER_SECOND).min(REQUEST_BURST);
+        self.urls = (self.urls + dt * URLS_PER_SECOND).min(URL_BURST);
+        self.at = now;
+    }
+
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-sim{:06}", self.next_id)
+    }
+
+    /// The documented `X-Ratelimit-*` headers, at the current time scale.
+    fn rate_headers(&self) -> Vec<(&'static str, String)> {
+        let per_second = REQUESTS_PER_SECOND * self.scale;
+        let per_second_urls = URLS_PER_SECOND * self.scale;
+        vec![
+            ("X-Ratelimit-Limit", format!("{REQUEST_BURST}")),
+            (
+                "X-Ratelimit-Remaining",
+                format!("{}", self.requests.floor()),
+            ),
+            ("X-Ratelimit-Limit-Per-Second", format!("{per_second}")),
+            (
+                "X-Ratelimit-Seconds-To-Refresh-Limit",
+                format!("{:.6}", (REQUEST_BURST - self.requests) / per_second),
+            ),
+            ("X-Ratelimit-Limit-Objects", format!("{URL_BURST}")),
+            (
+                "X-Ratelimit-Remaining-Objects",
+                format!("{}", self.urls.floor()),
+            ),
+            (
+                "X-Ratelimit-Limit-Per-Second-Objects",
+                format!("{per_second_urls}"),
+            ),
+            (
+                "X-Ratelimit-Seconds-To-Refresh-Limit-Objects",
+                format!("{:.6}", (URL_BURST - self.urls) / per_second_urls),
+            ),
+        ]
+    }
+}
+
+#[derive(Clone)]
+pub struct AkamaiSim {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+fn hmac_base64(key: &[u8], message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(message);
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// Checks an EdgeGrid `Authorization` header the way Akamai does; `Err` is the problem detail.
+fn verify(req: &HttpRequest, body: &[u8], nonces: &mut HashSet<String>) -> Result<(), String> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .ok_or("Missing authorization header")?;
+    let fields = header
+        .strip_prefix("EG1-HMAC-SHA256 ")
+        .ok_or("Invalid authorization header")?;
+    let signature_at = header
+        .find("signature=")
+        .ok_or("Invalid authorization header")?;
+    let unsigned = &header[..signature_at];
+    let field = |name: &str| {
+        fields
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_default()
+    };
+    if field("client_token") != CLIENT_TOKEN || field("access_token") != ACCESS_TOKEN {
+        return Err("Invalid client token or access token".into());
+    }
+    let timestamp = field("timestamp");
+    let format =
+        time::macros::format_description!("[year][month][day]T[hour]:[minute]:[second]+0000");
+    let when = time::PrimitiveDateTime::parse(timestamp, &format)
+        .map_err(|_| "Invalid timestamp")?
+        .assume_utc();
+    if (time::OffsetDateTime::now_utc() - when).abs() > time::Duration::minutes(5) {
+        return Err("Timestamp is outside the allowed clock skew".into());
+    }
+    let nonce = field("nonce");
+    if nonce.is_empty() || !nonces.insert(nonce.to_string()) {
+        return Err("Nonce is missing or was used before".into());
+    }
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let content_hash = if req.method() == "POST" && !body.is_empty() {
+        BASE64.encode(Sha256::digest(&body[..body.len().min(131_072)]))
+    } else {
+        String::new()
+    };
+    // method, scheme, host, path?query, signed headers (none), content hash, unsigned header
+    let data = format!(
+        "{}\thttp\t{host}\t{path_and_query}\t\t{content_hash}\t{unsigned}",
+        req.method()
+    );
+    let key = hmac_base64(CLIENT_SECRET.as_bytes(), timestamp.as_bytes());
+    let expected = hmac_base64(key.as_bytes(), data.as_bytes());
+    if field("signature") != expected {
+        return Err("The signature does not match".into());
+    }
+    Ok(())
+}
+
+fn problem(status: u16, title: &str, detail: &str, support_id: &str) -> (u16, serde_json::Value) {
+    (
+        status,
+        serde_json::json!({
+            "httpStatus": status,
+            "title": title,
+            "detail": detail,
+            "supportId": support_id,
+            "describedBy": format!("https://techdocs.akamai.com/purge-cache/reference/{status}"),
+        }),
+    )
+}
+
+impl AkamaiSim {
+    /// Starts with full buckets that refill `scale` times faster than Akamai's.
+    pub async fn start(scale: f64) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            scale,
+            requests: REQUEST_BURST,
+            urls: URL_BURST,
+            at: Instant::now(),
+            nonces: HashSet::new(),
+            received: Vec::new(),
+            unauthorized_hosts: Vec::new(),
+            next_id: 0,
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            let state = shared.clone();
+            App::new()
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                    let state = state.clone();
+                    async move { Self::answer(&state, &req, &body) }
+                }))
+        })
+        .workers(2)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { port, state }
+    }
+
+    fn answer(state: &Mutex<State>, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+        let mut s = state.lock().unwrap();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let mut received = Received {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            content_type: content_type.clone(),
+            body_len: body.len(),
+            objects: Vec::new(),
+            status: 0,
+            title: None,
+            at: Instant::now(),
+        };
+        let support_id = s.id("edsup");
+        let (status, json, rate_headers) =
+            Self::decide(&mut s, req, body, &content_type, &support_id, &mut received);
+        received.status = status;
+        received.title = json["title"].as_str().map(str::to_string);
+        s.received.push(received);
+        let mut r = HttpResponse::build(StatusCode::from_u16(status).unwrap());
+        r.content_type(if status < 300 {
+            "application/json"
+        } else {
+            PROBLEM
+        });
+        if rate_headers {
+            for (k, v) in s.rate_headers() {
+                r.insert_header((k, v));
+            }
+        }
+        r.body(json.to_string())
+    }
+
+    /// (status, body, whether to send the rate-limit headers).
+    fn decide(
+        s: &mut State,
+        req: &HttpRequest,
+        body: &[u8],
+        content_type: &str,
+        support_id: &str,
+        received: &mut Received,
+    ) -> (u16, serde_json::Value, bool) {
+        if req.method() != "POST" {
+            let (c, j) = problem(405, "Method Not Allowed", "Use POST.", support_id);
+            return (c, j, false);
+        }
+        if let Err(detail) = verify(req, body, &mut s.nonces) {
+            let (c, j) = problem(401, "Not authorized", &detail, support_id);
+            return (c, j, false);
+        }
+        let parts: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
+        let status_call = parts == ["ccu", "v3", "rate-limit-status", "url"];
+        let purge_call = matches!(
+            parts.as_slice(),
+            [
+                "ccu",
+                "v3",
+                "invalidate" | "delete",
+                "url",
+                "staging" | "production"
+            ]
+        );
+        if !status_call && !purge_call {
+            let (c, j) = problem(404, "Not Found", req.path(), support_id);
+            return (c, j, false);
+        }
+        if !content_type.starts_with("application/json") {
+            let (c, j) = problem(
+                415,
+                "Unsupported Media Type",
+                "Content-Type must be application/json",
+                support_id,
+            );
+            return (c, j, false);
+        }
+        s.refill();
+        if status_call {
+            let j = serde_json::json!({"httpStatus": 201, "detail": "Rate limit status", "supportId": support_id});
+            return (201, j, true);
+        }
+        if body.len() > MAX_BODY {
+            let (c, j) = problem(
+                413,
+                "Request Entity Too Large",
+                &format!(
+                    "The request body is {} bytes; at most {MAX_BODY} are allowed.",
+                    body.len()
+                ),
+                support_id,
+            );
+            return (c, j, false);
+        }
+        let objects = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.get("objects")?
+                    .as_array()?
+                    .iter()
+                    .map(|o| o.as_str().map(str::to_string))
+                    .collect::<Option<Vec<String>>>()
+            });
+        let Some(objects) = objects.filter(|o| !o.is_empty()) else {
+            let (c, j) = problem(
+                400,
+                "bad request",
+                "objects must be a non-empty list of URLs",
+                support_id,
+            );
+            return (c, j, false);
+        };
+        received.objects = objects.clone();
+        for object in &objects {
+            let parsed = url::Url::parse(object).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            let Some(parsed) = parsed else {
+                let (c, j) = problem(400, "bad URL", object, support_id);
+                return (c, j, false);
+            };
+            if s.unauthorized_hosts
+                .iter()
+                .any(|h| Some(h.as_str()) == parsed.host_str())
+            {
+                let (c, j) = problem(403, "unauthorized arl", object, support_id);
+                return (c, j, false);
+            }
+        }
+        let n = objects.len() as f64;
+        // A refused request takes no tokens.
+        if s.requests < 1.0 || s.urls < n {
+            let url_limit = s.urls < n;
+            let (limit, remaining, size) = if url_limit {
+                (URL_BURST, s.urls.floor(), n)
+            } else {
+                (REQUEST_BURST, s.requests.floor(), 1.0)
+            };
+            let j = serde_json::json!({
+                "supportId": support_id,
+                "title": if url_limit { "URL Rate Limit exceeded" } else { "Rate Limit exceeded" },
+                "httpStatus": 429,
+                "describedBy": "https://techdocs.akamai.com/purge-cache/reference/api-errors",
+                "detail": "",
+                "rateLimit": limit,
+                "rateLimitCurrentRequestSize": size,
+                "rateLimitRemaining": remaining,
+            });
+            return (429, j, true);
+        }
+        s.requests -= 1.0;
+        s.urls -= n;
+        let purge_id = s.id("edcp");
+        let j = serde_json::json!({
+            "httpStatus": 201,
+            "estimatedSeconds": 5,
+            "purgeId": purge_id,
+            "supportId": support_id,
+            "detail": "Request accepted",
+        });
+        (201, j, true)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Answers 403 "unauthorized arl" for URLs on `host` (not on this account's properties).
+    pub fn deny_host(&self, host: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .unauthorized_hosts
+            .push(host.into());
+    }
+
+    /// Empties the URL bucket now, as another client on the account would.
+    pub fn drain_url_tokens(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.refill();
+        s.urls = 0.0;
+    }
+}
+
+/// What a purge driven through the worker came to.
+#[derive(Debug)]
+pub struct WorkerRun {
+    pub started: Instant,
+    pub elapsed: std::time::Duration,
+    pub status: cdn_invalidator::store::InvalidationStatus,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+/// Purges `urls` through the real worker (database, batching, retries, pacing) with the
+/// production purge settings, against `sim`, with Akamai's refill rates times `scale`.
+/// Only the rate scale is not something an admin can set: it is a hidden provider value.
+pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64) -> WorkerRun {
+    use cdn_invalidator::cdn::{ProviderSnapshot, PurgeConfig};
+    use cdn_invalidator::store::{NewInvalidation, ProviderChoice, Role, Store, UrlStatus};
+    use cdn_invalidator::worker::Worker;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let user = store
+        .create_user("bench", "not-a-password-hash", Role::User)
+        .await
+        .unwrap();
+    let mut values = std::collections::BTreeMap::new();
+    for (k, v) in [
+        ("akamai_host", "akab-sim.luna.akamaiapis.net".to_string()),
+        ("akamai_base_url", sim.base()),
+        ("akamai_action", "invalidate".into()),
+        ("akamai_network", "production".into()),
+    ] {
+        values.insert(k.to_string(), v);
+    }
+    let secrets: std::collections::BTreeMap<String, String> = [
+        ("akamai_client_token", CLIENT_TOKEN),
+        ("akamai_client_secret", CLIENT_SECRET),
+        ("akamai_access_token", ACCESS_TOKEN),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let choice = ProviderChoice {
+        provider: "akamai".into(),
+        values: values.clone(),
+    };
+    store
+        .save_settings(&Default::default(), &choice, &secrets)
+        .await
+        .unwrap();
+    values.insert("akamai_rate_scale".into(), scale.to_string());
+    let snapshot = ProviderSnapshot {
+        provider: "akamai".into(),
+        values,
+    };
+    let count = urls.len();
+    let id = store
+        .create_invalidation(
+            &NewInvalidation {
+                created_by: user,
+                idempotency_key: "bench".into(),
+                provider: "akamai".into(),
+                provider_settings: serde_json::to_string(&snapshot).unwrap(),
+                urls,
+                duplicates_dropped: 0,
+                retry_of: None,
+            },
+            |_| 0,
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(
+        store.clone(),
+        PurgeConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (_, status) = worker
+        .run_once()
+        .await
+        .unwrap()
+        .expect("the invalidation ran");
+    let elapsed = start.elapsed();
+    let rows = store.invalidation_urls(id).await.unwrap();
+    assert_eq!(rows.len(), count);
+    let succeeded = rows
+        .iter()
+        .filter(|u| u.status == UrlStatus::Succeeded)
+        .count();
+    let failed = rows
+        .iter()
+        .filter(|u| u.status == UrlStatus::Failed)
+        .count();
+    WorkerRun {
+        started: start,
+        elapsed,
+        status,
+        succeeded,
+        failed,
+    }
+}
