@@ -86,16 +86,33 @@ impl Chrome {
             .unwrap_or_else(|e| panic!("no {css}: {e}"))
     }
 
+    /// The text of `css`. Pages that refresh themselves (meta refresh) can replace the element
+    /// between finding and reading it, so a stale element is looked up again.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        for _ in 0..20 {
+            if let Ok(text) = self.find(css).await.text().await {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} kept going stale");
     }
 
     pub async fn texts(&self, css: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in self.c.find_all(Locator::Css(css)).await.unwrap() {
-            out.push(e.text().await.unwrap());
+        'again: for _ in 0..20 {
+            let mut out = Vec::new();
+            for e in self.c.find_all(Locator::Css(css)).await.unwrap() {
+                match e.text().await {
+                    Ok(t) => out.push(t),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'again;
+                    }
+                }
+            }
+            return out;
         }
-        out
+        panic!("{css} kept going stale");
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
