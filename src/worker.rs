@@ -263,6 +263,7 @@ impl Worker {
                 None => None,
             };
             let mut again = Vec::new();
+            let mut outcomes = Vec::with_capacity(pending.len());
             let mut wait = Duration::ZERO;
             for ((mut url, parsed), attempt) in pending.into_iter().zip(result.attempts) {
                 url.attempts += 1;
@@ -298,12 +299,19 @@ impl Worker {
                     }
                 };
                 let http_status = http_status.map(i64::from);
-                self.record(&url, status, url.attempts, http_status, error, batch_id)
-                    .await?;
+                let outcome = UrlOutcome {
+                    status,
+                    attempts: url.attempts,
+                    http_status,
+                    error,
+                    batch_id,
+                };
+                outcomes.push((url.id, outcome));
                 if status == UrlStatus::Retrying {
                     again.push((url, parsed));
                 }
             }
+            self.store.record_urls(&outcomes).await?;
             if !again.is_empty() {
                 tokio::time::sleep(wait).await;
             }

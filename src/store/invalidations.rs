@@ -408,22 +408,34 @@ impl Store {
     /// Records a URL's attempt or final outcome.
     #[tracing::instrument(skip(self))]
     pub async fn record_url(&self, url_id: i64, outcome: &UrlOutcome) -> Result<()> {
-        let finished =
-            matches!(outcome.status, UrlStatus::Succeeded | UrlStatus::Failed).then(now_millis);
-        sqlx::query(
-            "UPDATE invalidation_urls SET status = $2, attempts = $3, http_status = $4, error = $5, finished_at = $6,
-                 batch_id = COALESCE($7, batch_id)
-             WHERE id = $1",
-        )
-        .bind(url_id)
-        .bind(outcome.status.as_str())
-        .bind(outcome.attempts)
-        .bind(outcome.http_status)
-        .bind(&outcome.error)
-        .bind(finished)
-        .bind(outcome.batch_id)
-        .execute(&self.pool)
-        .await?;
+        self.record_urls(&[(url_id, outcome.clone())]).await
+    }
+
+    /// Records the outcomes of a whole batch in one transaction: one commit for thousands of
+    /// URLs instead of one each (the worker's bottleneck at high purge rates).
+    #[tracing::instrument(skip(self, outcomes), fields(count = outcomes.len()))]
+    pub async fn record_urls(&self, outcomes: &[(i64, UrlOutcome)]) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        for (url_id, outcome) in outcomes {
+            let finished =
+                matches!(outcome.status, UrlStatus::Succeeded | UrlStatus::Failed).then_some(now);
+            sqlx::query(
+                "UPDATE invalidation_urls SET status = $2, attempts = $3, http_status = $4, error = $5, finished_at = $6,
+                     batch_id = COALESCE($7, batch_id)
+                 WHERE id = $1",
+            )
+            .bind(url_id)
+            .bind(outcome.status.as_str())
+            .bind(outcome.attempts)
+            .bind(outcome.http_status)
+            .bind(&outcome.error)
+            .bind(finished)
+            .bind(outcome.batch_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
