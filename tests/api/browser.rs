@@ -524,3 +524,50 @@ async fn script_payloads_stay_inert_in_the_browser() {
     );
     ch.close().await;
 }
+
+/// Log in, tick an asset, open Invalidate CDN and press Continue with the keyboard alone.
+#[tokio::test]
+async fn the_flow_works_with_the_keyboard_alone() {
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    admin.import_csv("id,name\nalpha,Alpha\nbeta,Beta\n").await;
+    let ch = Chrome::start(true).await;
+    let key = |k: Key| char::from(k).to_string();
+
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.tab_to("#username").await.send_keys(ADMIN).await.unwrap();
+    ch.tab_to("#password")
+        .await
+        .send_keys(&format!("{ADMIN_PASSWORD}{}", key(Key::Enter)))
+        .await
+        .unwrap();
+    ch.find("#q").await;
+
+    ch.tab_to("input[name=asset_id][value=beta]")
+        .await
+        .send_keys(" ")
+        .await
+        .unwrap();
+    ch.tab_to("#selection button[type=submit]")
+        .await
+        .send_keys(&key(Key::Enter))
+        .await
+        .unwrap();
+    let area = ch.find("textarea[name=urls]").await;
+    assert_eq!(
+        area.prop("value").await.unwrap().unwrap(),
+        "https://server.com/is/image/beta"
+    );
+    ch.tab_to("form[action='/invalidations'] button")
+        .await
+        .send_keys(&key(Key::Enter))
+        .await
+        .unwrap();
+    ch.wait_text("#status", |t| t == "Succeeded", 20).await;
+    assert_eq!(node.received().len(), 1);
+    ch.close().await;
+}
