@@ -24,7 +24,9 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary unoptimised
     // without it, where the figures would mean nothing and BENCHMARKS.md must not be rewritten.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("akamai_pacing: skipped (a benchmark: run it with `cargo bench --bench akamai_pacing`)");
+        println!(
+            "akamai_pacing: skipped (a benchmark: run it with `cargo bench --bench akamai_pacing`)"
+        );
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -50,6 +50,11 @@ impl PublishServer {
         self.origin.host_str().unwrap_or_default()
     }
 
+    /// The port (the scheme's default when none was given).
+    pub fn port(&self) -> u16 {
+        self.origin.port_or_known_default().unwrap_or(443)
+    }
+
     /// Base URL that relative template lines are resolved against.
     pub fn image_base(&self) -> String {
         format!("{}/is/image/", self.origin.origin().ascii_serialization())

@@ -124,10 +124,8 @@ impl Settings {
     /// Hosts users may invalidate: the publish server's plus the allowed ones.
     pub fn host_policy(&self) -> HostPolicy {
         HostPolicy::new(
-            self.publish_server
-                .iter()
-                .map(PublishServer::host)
-                .chain(self.allowed_hosts.iter().map(String::as_str)),
+            self.publish_server.as_ref().map(|p| (p.host(), p.port())),
+            self.allowed_hosts.iter().map(String::as_str),
         )
     }
 }
@@ -156,9 +154,11 @@ mod tests {
         assert_eq!(normal.publish_server, "https://server.com");
         assert_eq!(normal.template, "<ID>\nhttps://cdn.x.com/<ID>?$p$");
         assert_eq!(normal.allowed_hosts, "cdn.x.com");
-        assert!(s.host_policy().allows("server.com"));
-        assert!(s.host_policy().allows("cdn.x.com"));
-        assert!(!s.host_policy().allows("other.com"));
+        let allows = |u: &str| s.host_policy().allows(&url::Url::parse(u).unwrap());
+        assert!(allows("https://server.com/x"));
+        assert!(allows("http://cdn.x.com/x"));
+        assert!(!allows("https://other.com/x"));
+        assert!(!allows("https://server.com:8080/x"));
         // Round trip: the stored form parses to the same thing.
         assert_eq!(Settings::parse(&normal).unwrap().to_input(), normal);
     }

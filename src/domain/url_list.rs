@@ -5,29 +5,44 @@ use url::Url;
 /// Longest URL accepted, in bytes.
 pub const MAX_URL_BYTES: usize = 4096;
 
-/// Hosts a user may invalidate: the publish server's host plus the allowed hosts.
+/// Where a user may invalidate: the publish server (its host, on its own port or the scheme's
+/// default port) and the allowed hosts (on the default ports). Ports matter: with no purge
+/// nodes a PURGE goes to the URL's own host and port, and any port would make this a port scanner.
 #[derive(Debug, Clone, Default)]
 pub struct HostPolicy {
-    hosts: Vec<String>,
+    /// (host, extra port besides the scheme's default)
+    entries: Vec<(String, Option<u16>)>,
 }
 
 impl HostPolicy {
-    pub fn new<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            hosts: hosts
+    pub fn new<'a>(
+        publish_server: Option<(&str, u16)>,
+        allowed_hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut entries: Vec<(String, Option<u16>)> = publish_server
+            .map(|(h, p)| (h.to_ascii_lowercase(), Some(p)))
+            .into_iter()
+            .collect();
+        entries.extend(
+            allowed_hosts
                 .into_iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .collect(),
-        }
+                .map(|h| (h.trim().to_ascii_lowercase(), None)),
+        );
+        Self { entries }
     }
 
-    pub fn allows(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.hosts.contains(&host)
+    /// True when `url`'s host is allowed on the port it names.
+    pub fn allows(&self, url: &Url) -> bool {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        // The url crate drops a port equal to the scheme's default, so `port()` is None then.
+        let port = url.port();
+        self.entries
+            .iter()
+            .any(|(h, extra)| *h == host && (port.is_none() || port == *extra))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -77,14 +92,17 @@ fn check_line(line: &str, hosts: &HostPolicy) -> Result<Url, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("contains a user name or password.".into());
     }
-    let host = url.host_str().unwrap_or_default();
-    if !hosts.allows(host) {
+    if !hosts.allows(&url) {
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
         return Err(if hosts.is_empty() {
             format!(
                 "host {host} is not allowed: no Publish Server Name or allowed hosts are set (ask an admin)."
             )
         } else {
-            format!("host {host} is neither the publish server nor an allowed host.")
+            format!("host {host} is neither the publish server nor an allowed host (on its port).")
         });
     }
     Ok(url)
@@ -145,7 +163,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn policy() -> HostPolicy {
-        HostPolicy::new(["server.com", "cdn.example.org"])
+        HostPolicy::new(Some(("server.com", 8443)), ["cdn.example.org"])
     }
 
     #[test]
@@ -185,6 +203,24 @@ mod tests {
         assert!(err.lines[3].reason.contains("user name"));
         assert!(err.lines[4].reason.contains("evil.com"));
         assert!(err.lines[5].reason.contains("bytes"));
+    }
+
+    #[test]
+    fn only_default_ports_or_the_publish_servers_own_port_are_allowed() {
+        let ok = "https://server.com/a\nhttp://server.com/b\nhttps://server.com:8443/c\nhttps://cdn.example.org:443/d";
+        assert_eq!(parse(ok, &policy(), 10).unwrap().urls.len(), 4);
+        let err = parse(
+            "https://server.com:22/a\nhttp://cdn.example.org:8443/b",
+            &policy(),
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(err.lines.len(), 2);
+        assert!(
+            err.lines[0].reason.contains("server.com:22"),
+            "{:?}",
+            err.lines
+        );
     }
 
     #[test]

@@ -36,9 +36,11 @@ impl Preview {
                 let warnings = urls
                     .iter()
                     .filter_map(|u| url::Url::parse(u).ok())
-                    .filter_map(|u| u.host_str().map(str::to_string))
-                    .filter(|h| !policy.allows(h))
-                    .map(|h| format!("Users cannot submit URLs on {h}: add it to the allowed hosts or make it the publish server."))
+                    .filter(|u| !policy.allows(u))
+                    .map(|u| {
+                        let host = &u[url::Position::BeforeHost..url::Position::BeforePath];
+                        format!("Users cannot submit URLs on {host}: add the host to the allowed hosts or make it the publish server (allowed hosts use the default ports).")
+                    })
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
                     .collect();

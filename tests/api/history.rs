@@ -3,22 +3,19 @@ use crate::purge_node::PurgeNode;
 
 #[tokio::test]
 async fn history_lists_newest_first_and_filters() {
-    let ok = PurgeNode::start(200).await;
+    let node = PurgeNode::start_failing("beta", 200, 405).await;
     let app = spawn_app().await;
     let admin = app.admin().await;
-    admin.save_settings("127.0.0.1", "", "", "").await;
+    admin
+        .save_settings("server.com", "", &node.base(), "")
+        .await;
     let user = app.user(&admin, "ursula").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let first = admin
-        .invalidate_urls(&format!("{}/is/image/alpha", ok.base()))
+        .invalidate_urls("https://server.com/is/image/alpha")
         .await;
     admin.wait_finished(first).await;
     let second = user
-        .invalidate_urls(&format!("http://127.0.0.1:{closed}/is/image/beta"))
+        .invalidate_urls("https://server.com/is/image/beta")
         .await;
     user.wait_finished(second).await;
 

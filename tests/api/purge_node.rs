@@ -21,6 +21,11 @@ pub struct PurgeNode {
 impl PurgeNode {
     /// Answers every request with `status` (and `Retry-After: 0` for 503, as an overloaded cache might).
     pub async fn start(status: u16) -> Self {
+        Self::start_failing("", status, status).await
+    }
+
+    /// Answers `fail_status` to paths containing `marker` (when not empty), `status` to the rest.
+    pub async fn start_failing(marker: &'static str, status: u16, fail_status: u16) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -44,6 +49,11 @@ impl PurgeNode {
                             .unwrap_or_default()
                             .to_string(),
                     });
+                    let status = if !marker.is_empty() && req.path().contains(marker) {
+                        fail_status
+                    } else {
+                        status
+                    };
                     let mut r = HttpResponse::build(StatusCode::from_u16(status).unwrap());
                     if status == 503 {
                         r.insert_header(("Retry-After", "0"));

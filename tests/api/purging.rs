@@ -197,19 +197,13 @@ async fn other_client_errors_fail_at_once_and_partial_failures_are_reported() {
     assert_eq!(json["urls"][0]["attempts"], 1);
     assert_eq!(json["urls"][0]["error"], "HTTP 405 Method Not Allowed");
 
-    // One URL on a host that answers, one on a closed port: partially failed.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ok = PurgeNode::start(204).await;
-    admin.save_settings("127.0.0.1", "", "", "").await;
+    // One URL the cache purges, one it refuses: partially failed.
+    let picky = PurgeNode::start_failing("refused", 204, 403).await;
+    admin
+        .save_settings("server.com", "", &picky.base(), "")
+        .await;
     let id = admin
-        .invalidate_urls(&format!(
-            "{}/is/image/a\nhttp://127.0.0.1:{closed}/is/image/b",
-            ok.base()
-        ))
+        .invalidate_urls("https://server.com/is/image/a\nhttps://server.com/is/image/refused")
         .await;
     let json = admin.wait_finished(id).await;
     assert_eq!(json["status"], "partially_failed", "{json}");
@@ -217,8 +211,22 @@ async fn other_client_errors_fail_at_once_and_partial_failures_are_reported() {
         (json["succeeded"].as_i64(), json["failed"].as_i64()),
         (Some(1), Some(1))
     );
+    assert_eq!(json["urls"][1]["error"], "HTTP 403 Forbidden");
+
+    // A purge node that cannot be reached: the connection error is the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    admin
+        .save_settings("server.com", "", &format!("http://127.0.0.1:{closed}"), "")
+        .await;
+    let id = admin.invalidate_urls("https://server.com/is/image/c").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed", "{json}");
     assert!(
-        json["urls"][1]["error"]
+        json["urls"][0]["error"]
             .as_str()
             .unwrap()
             .contains("connect"),
