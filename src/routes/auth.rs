@@ -149,18 +149,21 @@ pub async fn login(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let now = now_millis();
-    let (by_user, by_client, oldest_user, oldest_client) = state
+    // The attempt counts as a failure until the password proves otherwise.
+    let attempts = state
         .store
-        .recent_login_failures(&username, &client_ip, now - throttle::WINDOW_MILLIS)
+        .begin_login_attempt(&username, &client_ip, now - throttle::WINDOW_MILLIS)
         .await?;
     if let Some(wait) = throttle::wait_seconds(
         state.config.login_max_failures,
         now,
-        by_user,
-        oldest_user,
-        by_client,
-        oldest_client,
+        attempts.by_user - 1,
+        attempts.oldest_user,
+        attempts.by_client - 1,
+        attempts.oldest_client,
     ) {
+        // A refused attempt checks no password, so it does not count (nor extend the wait).
+        state.store.forget_login_attempt(attempts.id).await?;
         tracing::warn!(%username, %client_ip, "login throttled");
         let error = format!(
             "Too many failed logins for this user name or from this address. Try again in {}.",
@@ -185,7 +188,11 @@ pub async fn login(
     let valid = password::spawn_blocking(move || password::verify(&pw, stored.as_deref())).await;
     match user {
         Some(user) if valid && !user.disabled => {
-            state.store.clear_login_failures(&username).await?;
+            state.store.forget_login_attempt(attempts.id).await?;
+            state
+                .store
+                .clear_login_failures(&username, &client_ip)
+                .await?;
             session.log_in(&user)?;
             tracing::info!(username = %user.username, "logged in");
             Ok(see_other("/assets"))
@@ -197,10 +204,6 @@ pub async fn login(
                 "Wrong user name or password."
             };
             tracing::info!(%username, "login refused");
-            state
-                .store
-                .record_login_failure(&username, &client_ip, now - throttle::WINDOW_MILLIS)
-                .await?;
             let page = LoginPage {
                 csrf: session.csrf_token()?,
                 username,

@@ -14,7 +14,7 @@ pub use invalidations::{
     NewInvalidation, PurgeBatch, UrlOutcome, UrlStatus,
 };
 pub use settings::ProviderChoice;
-pub use users::{Role, User};
+pub use users::{LoginAttempts, Role, User};
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -177,60 +177,76 @@ impl Store {
     }
 }
 
+/// Failed-login counts inside the throttling window, the current attempt included.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginAttempts {
+    /// The row that counts this attempt; forget it when the attempt succeeds or is refused.
+    pub id: i64,
+    pub by_user: i64,
+    pub by_client: i64,
+    pub oldest_user: Option<i64>,
+    pub oldest_client: Option<i64>,
+}
+
 impl Store {
-    /// Failed logins since `since` for this user name and for this client address, and the
-    /// oldest of each (when the window frees up).
+    /// Counts this login attempt as a failure *before* the password is checked, and returns the
+    /// counts, all in one transaction: parallel guesses each see the others, so none slips
+    /// past the limit while another is being verified.
     #[tracing::instrument(skip(self))]
-    pub async fn recent_login_failures(
+    pub async fn begin_login_attempt(
         &self,
         username: &str,
         client_ip: &str,
         since: i64,
-    ) -> Result<(i64, i64, Option<i64>, Option<i64>)> {
-        let (by_user, oldest_user): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = $1 AND at >= $2",
+    ) -> Result<LoginAttempts> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (username, client_ip, at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(username)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        let (by_client, oldest_client): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(at) FROM login_failures WHERE client_ip = $1 AND at >= $2",
-        )
         .bind(client_ip)
-        .bind(since)
-        .fetch_one(&self.pool)
+        .bind(now_millis())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok((by_user, by_client, oldest_user, oldest_client))
+        sqlx::query("DELETE FROM login_failures WHERE at < $1")
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+        let (by_user, oldest_user): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = $1")
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await?;
+        let (by_client, oldest_client): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(at) FROM login_failures WHERE client_ip = $1")
+                .bind(client_ip)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(LoginAttempts {
+            id,
+            by_user,
+            by_client,
+            oldest_user,
+            oldest_client,
+        })
     }
 
-    /// Records a failed login and forgets failures older than `forget_before`.
-    #[tracing::instrument(skip(self))]
-    pub async fn record_login_failure(
-        &self,
-        username: &str,
-        client_ip: &str,
-        forget_before: i64,
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO login_failures (username, client_ip, at) VALUES ($1, $2, $3)")
-            .bind(username)
-            .bind(client_ip)
-            .bind(now_millis())
-            .execute(&mut *tx)
+    /// Forgets one attempt (it succeeded, or it was refused without checking the password).
+    pub async fn forget_login_attempt(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM login_failures WHERE at < $1")
-            .bind(forget_before)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    /// A successful login clears the user name's failures (the client's stay counted).
-    pub async fn clear_login_failures(&self, username: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE username = $1")
+    /// A successful login clears the failures of this user name from this address only, so a
+    /// victim logging in does not reset an attacker's count elsewhere.
+    pub async fn clear_login_failures(&self, username: &str, client_ip: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE username = $1 AND client_ip = $2")
             .bind(username)
+            .bind(client_ip)
             .execute(&self.pool)
             .await?;
         Ok(())
