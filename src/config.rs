@@ -6,8 +6,8 @@ use std::time::Duration;
 /// Default database: an embedded SQLite file under `data/`, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/cdn-invalidator.db";
 
-/// Options of `cdn-invalidator serve`.
-#[derive(Debug, Clone, clap::Args)]
+/// Options of `cdn-invalidator serve`. (`Debug` is written by hand: it must not print the secret.)
+#[derive(Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CDN_INVALIDATOR_LISTEN", default_value = "127.0.0.1:8080")]
@@ -36,8 +36,8 @@ pub struct ServeArgs {
     pub purge_backoff_ms: u64,
 }
 
-/// Everything the application needs to start.
-#[derive(Debug, Clone)]
+/// Everything the application needs to start. (`Debug` hides the secret.)
+#[derive(Clone)]
 pub struct Config {
     pub listen: String,
     pub database_url: String,
@@ -96,5 +96,44 @@ impl Config {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             login_max_failures: crate::domain::throttle::MAX_FAILURES,
         }
+    }
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_urls", &self.max_urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_urls", &self.max_urls)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("purge", &self.purge)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let mut config = Config::with_database("sqlite::memory:");
+        config.secret = Some("very-secret-session-key-material-123456".into());
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The purge worker: takes queued invalidations, drives a provider, records each URL's outcome.
 
 use crate::cdn::{self, Attempt, Batch, Context, Poll, ProviderSnapshot, PurgeConfig, Purger};
+use crate::domain::settings::Settings;
+use crate::domain::url_list::HostPolicy;
 use crate::store::{
     InvalidationStatus, InvalidationUrl, NewBatch, Store, UrlOutcome, UrlStatus, now_millis,
 };
@@ -40,6 +42,7 @@ struct Run<'a> {
     id: i64,
     created_at: i64,
     purger: &'a dyn Purger,
+    policy: &'a HostPolicy,
 }
 
 impl Worker {
@@ -60,8 +63,9 @@ impl Worker {
     pub async fn run(self) {
         loop {
             match self.run_once().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
+                Ok(Some((_, status))) if status.is_finished() => continue,
+                // Not finished (e.g. waiting on a provider): do not spin on it.
+                Ok(Some(_)) | Ok(None) => {}
                 Err(e) => tracing::error!(error = ?e, "purge worker step failed"),
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), self.wake.notified()).await;
@@ -82,6 +86,10 @@ impl Worker {
             .await?
             .map_or_else(now_millis, |i| i.created_at);
         let pending = self.store.pending_urls(id).await?;
+        // Settings may have changed since this was queued: purge only what is still allowed.
+        let policy = Settings::parse(&self.store.load_settings().await?)
+            .map(|s| s.host_policy())
+            .map_err(|e| anyhow::anyhow!("stored settings do not parse: {e:?}"))?;
         let secrets = self.store.load_secrets().await?;
         let built = serde_json::from_str::<ProviderSnapshot>(&snapshot_json)
             .map_err(anyhow::Error::from)
@@ -92,23 +100,14 @@ impl Worker {
                     id,
                     created_at,
                     purger: purger.as_ref(),
+                    policy: &policy,
                 };
                 self.purge_all(&run, pending).await?;
                 self.await_pending(&run).await?;
             }
             Err(e) => {
                 let reason = format!("provider settings unusable: {e}");
-                for url in pending {
-                    self.record(
-                        &url,
-                        UrlStatus::Failed,
-                        url.attempts,
-                        None,
-                        Some(reason.clone()),
-                        None,
-                    )
-                    .await?;
-                }
+                self.store.fail_unfinished_urls(id, &reason).await?;
             }
         }
         let status = self.store.finish_invalidation(id).await?;
@@ -120,6 +119,20 @@ impl Worker {
         let mut ready = Vec::new();
         for url in pending {
             match Url::parse(&url.url) {
+                Ok(parsed) if !run.policy.allows(&parsed) => {
+                    let reason =
+                        "not sent: its host is no longer the publish server or an allowed host"
+                            .to_string();
+                    self.record(
+                        &url,
+                        UrlStatus::Failed,
+                        url.attempts,
+                        None,
+                        Some(reason),
+                        None,
+                    )
+                    .await?;
+                }
                 Ok(parsed) if url.attempts < i64::from(self.config().max_attempts) => {
                     ready.push((url, parsed))
                 }
@@ -323,6 +336,16 @@ impl Worker {
     /// Asks the provider once about every pending request of the run.
     async fn poll_pending(&self, run: &Run<'_>) -> anyhow::Result<()> {
         for batch in self.store.pending_batches(run.id).await? {
+            let waited = Duration::from_millis((now_millis() - batch.created_at).max(0) as u64);
+            if waited > self.config().poll_timeout {
+                let reason = format!(
+                    "the provider did not report {} complete within {} minutes; check it in the provider's console",
+                    batch.provider_id.as_deref().unwrap_or("the request"),
+                    self.config().poll_timeout.as_secs() / 60
+                );
+                self.store.fail_batch(batch.id, &reason).await?;
+                continue;
+            }
             let Some(provider_id) = batch.provider_id.as_deref() else {
                 self.store.complete_batch(batch.id).await?;
                 continue;

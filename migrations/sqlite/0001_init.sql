@@ -43,6 +43,8 @@ CREATE TABLE invalidations (
     UNIQUE (created_by, idempotency_key)
 );
 CREATE INDEX invalidations_status ON invalidations (status, id);
+-- one retry per invalidation, whoever presses the button
+CREATE UNIQUE INDEX invalidations_retry_of ON invalidations (retry_of);
 
 -- One request to a provider: what it answered, so pages can show purge and support ids.
 CREATE TABLE purge_batches (

@@ -300,6 +300,8 @@ pub struct PurgeConfig {
     pub concurrency: usize,
     /// How often a provider that finishes later (CloudFront) is asked for its status.
     pub poll_interval: Duration,
+    /// How long a pending request may stay unconfirmed before its URLs are failed.
+    pub poll_timeout: Duration,
 }
 
 impl Default for PurgeConfig {
@@ -311,6 +313,7 @@ impl Default for PurgeConfig {
             timeout: Duration::from_secs(10),
             concurrency: 8,
             poll_interval: Duration::from_secs(10),
+            poll_timeout: Duration::from_secs(60 * 60),
         }
     }
 }

@@ -124,7 +124,8 @@ pub async fn submit(
     CsrfForm(form): CsrfForm<ContinueForm>,
 ) -> Result<HttpResponse, AppError> {
     let key = form.idempotency_key.trim();
-    if key.is_empty() || key.len() > 128 {
+    // Keys are what the form was given (hex); other shapes are reserved (e.g. `retry-of-N`).
+    if !(16..=128).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AppError::BadRequest(
             "The form has no valid idempotency key; reload the page.".into(),
         ));

@@ -1,9 +1,10 @@
 //! History, one invalidation's estimate/progress/result (HTML or JSON), and retry.
 
-use super::invalidate::queue;
+use super::invalidate::{load_settings, queue};
 use super::{Nav, Pager, fmt_time, q, render, see_other};
 use crate::cdn::ProviderSnapshot;
 use crate::domain::estimate::{describe, describe_duration};
+use crate::domain::url_list;
 use crate::error::AppError;
 use crate::session::{CsrfForm, CurrentUser, wants_json};
 use crate::startup::AppState;
@@ -194,27 +195,30 @@ pub async fn show(
         .map(BatchRow::from)
         .collect();
     if wants_json(&req) {
-        return Ok(HttpResponse::Ok().json(InvalidationJson {
-            id: inv.id,
-            status: inv.status,
-            total: inv.total,
-            succeeded: inv.succeeded,
-            failed: inv.failed,
-            estimated_seconds: inv.estimated_seconds,
-            created_at: rfc3339(inv.created_at),
-            finished_at: inv.finished_at.map(rfc3339),
-            urls: urls
-                .into_iter()
-                .map(|u| UrlJson {
-                    url: u.url,
-                    status: u.status,
-                    attempts: u.attempts,
-                    http_status: u.http_status,
-                    error: u.error,
-                })
-                .collect(),
-            batches,
-        }));
+        // One address serves HTML and JSON: caches must key on Accept.
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Vary", "Accept"))
+            .json(InvalidationJson {
+                id: inv.id,
+                status: inv.status,
+                total: inv.total,
+                succeeded: inv.succeeded,
+                failed: inv.failed,
+                estimated_seconds: inv.estimated_seconds,
+                created_at: rfc3339(inv.created_at),
+                finished_at: inv.finished_at.map(rfc3339),
+                urls: urls
+                    .into_iter()
+                    .map(|u| UrlJson {
+                        url: u.url,
+                        status: u.status,
+                        attempts: u.attempts,
+                        http_status: u.http_status,
+                        error: u.error,
+                    })
+                    .collect(),
+                batches,
+            }));
     }
     let page = InvalidationPage {
         nav: Nav::from(&current),
@@ -222,7 +226,12 @@ pub async fn show(
         urls: urls.into_iter().map(UrlRow::from).collect(),
         batches,
     };
-    render(StatusCode::OK, &page)
+    let mut response = render(StatusCode::OK, &page)?;
+    response.headers_mut().insert(
+        actix_web::http::header::VARY,
+        actix_web::http::header::HeaderValue::from_static("Accept"),
+    );
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -254,6 +263,24 @@ pub async fn retry(
         .store
         .invalidation_urls_with_status(id, UrlStatus::Failed)
         .await?;
+    // The settings may have changed since: retried URLs pass the same checks as new ones.
+    let settings = load_settings(&state).await?;
+    let text = failed
+        .iter()
+        .map(|u| u.url.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Err(errors) = url_list::parse(&text, &settings.host_policy(), usize::MAX) {
+        let refused: Vec<String> = errors
+            .lines
+            .iter()
+            .map(|e| format!("{} {}", failed[e.line - 1].url, e.reason))
+            .collect();
+        return Err(AppError::Unprocessable(format!(
+            "Nothing was retried: the settings no longer allow {}",
+            refused.join("; ")
+        )));
+    }
     let urls = failed.into_iter().map(|u| u.url).collect();
     let new_id = queue(
         &state,

@@ -263,9 +263,17 @@ pub async fn save(
     // Every provider's values are kept, so switching back and forth loses nothing.
     let mut values = stored.values.clone();
     let mut new_secrets = Values::new();
-    for field in cdn::PROVIDERS.iter().flat_map(|k| k.fields()) {
+    for (owner, field) in cdn::PROVIDERS
+        .iter()
+        .flat_map(|k| k.fields().iter().map(move |f| (k.name(), f)))
+    {
         if let Some(value) = form.get(field.name) {
             if field.kind == FieldKind::Secret {
+                // Credentials are taken for the chosen provider only: another provider's
+                // `prepare` (e.g. Akamai's .edgerc paste) never runs, so they would be kept raw.
+                if owner != kind.name() {
+                    continue;
+                }
                 if !value.trim().is_empty() {
                     new_secrets.insert(field.name.to_string(), value.trim().to_string());
                 }

@@ -227,11 +227,20 @@ impl Store {
         let id = match inserted {
             Ok(id) => id,
             Err(e) if is_unique_violation(&e) => {
+                // Someone submitted the same form (or retried the same invalidation) first.
                 drop(tx);
-                return self
-                    .find_invalidation_by_key(new.created_by, &new.idempotency_key)
-                    .await?
-                    .ok_or(super::StoreError::Database(e));
+                let existing = match new.retry_of {
+                    Some(original) => self.find_retry_of(original).await?,
+                    None => None,
+                };
+                let existing = match existing {
+                    Some(id) => Some(id),
+                    None => {
+                        self.find_invalidation_by_key(new.created_by, &new.idempotency_key)
+                            .await?
+                    }
+                };
+                return existing.ok_or(super::StoreError::Database(e));
             }
             Err(e) => return Err(e.into()),
         };
@@ -567,5 +576,51 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// The provider never reported a pending request complete: its URLs fail with `reason`.
+    #[tracing::instrument(skip(self))]
+    pub async fn fail_batch(&self, batch_id: i64, reason: &str) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE purge_batches SET status = 'done', completed_at = $2 WHERE id = $1")
+            .bind(batch_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE invalidation_urls SET status = 'failed', error = $2, finished_at = $3
+             WHERE batch_id = $1 AND status = 'submitted'",
+        )
+        .bind(batch_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fails every URL of an invalidation that is not finished (the provider cannot be used).
+    #[tracing::instrument(skip(self))]
+    pub async fn fail_unfinished_urls(&self, id: i64, reason: &str) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE invalidation_urls SET status = 'failed', error = $2, finished_at = $3
+             WHERE invalidation_id = $1 AND status IN ('queued', 'retrying', 'submitted')",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE purge_batches SET status = 'done', completed_at = $2 WHERE invalidation_id = $1 AND status = 'pending'")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

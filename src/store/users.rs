@@ -25,8 +25,8 @@ impl Role {
     }
 }
 
-/// An account.
-#[derive(Debug, Clone)]
+/// An account. (`Debug` leaves out the password hash.)
+#[derive(Clone)]
 pub struct User {
     pub id: i64,
     pub username: String,
@@ -34,6 +34,17 @@ pub struct User {
     pub role: Role,
     pub disabled: bool,
     pub session_epoch: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 const USER_COLUMNS: &str = "id, username, password_hash, role, disabled, session_epoch";

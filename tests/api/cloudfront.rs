@@ -361,3 +361,27 @@ async fn throttling_and_too_many_in_progress_are_retried() {
         ]
     );
 }
+
+/// A request CloudFront never reports complete does not hold the queue for ever: after the
+/// poll deadline its URLs fail with the reason, and the next invalidation runs.
+#[tokio::test]
+async fn a_request_never_completed_fails_after_the_poll_deadline() {
+    let sim = SimCloudFront::start(Duration::from_secs(3600)).await;
+    let app = spawn_app_with(|c| {
+        c.purge.poll_interval = Duration::from_millis(50);
+        c.purge.poll_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let id = admin
+        .invalidate_urls("https://images.example.com/stuck")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed", "{json}");
+    let error = json["urls"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not report") && error.contains("complete"),
+        "{error}"
+    );
+    assert_eq!(json["batches"][0]["status"], "done");
+}

@@ -321,3 +321,101 @@ async fn the_estimate_counts_the_queue_ahead() {
         assert!(a["urls"][0].get(key).is_some(), "missing urls[].{key}");
     }
 }
+
+/// Settings changed after queuing: URLs whose host is no longer allowed are not sent, and
+/// Retry refuses them too.
+#[tokio::test]
+async fn hosts_removed_from_the_settings_are_not_purged_later() {
+    let node = PurgeNode::start(503).await;
+    let app = spawn_app_with(|c| c.purge.max_attempts = 1).await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "old.example.com")
+        .await;
+    let id = admin.invalidate_urls("https://old.example.com/a").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed");
+    assert_eq!(node.received().len(), 1);
+
+    // The admin drops old.example.com: Retry is refused and queues nothing.
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let html = admin.page(&format!("/invalidations/{id}")).await;
+    let token = attr(
+        &html,
+        "form[action$='/retry'] input[name=csrf_token]",
+        "value",
+    )
+    .unwrap();
+    let r = admin
+        .post_form(
+            &format!("/invalidations/{id}/retry"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("old.example.com"));
+    assert_eq!(
+        texts(&admin.page("/invalidations").await, "#history tbody tr").len(),
+        1
+    );
+
+    // Queued while allowed, sent after the host was removed: failed without a request.
+    let paused = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = paused.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "old.example.com")
+        .await;
+    let queued = admin.invalidate_urls("https://old.example.com/b").await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let worker = start(
+        test_config(&paused.database_url),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let b = worker.browser();
+    b.login(ADMIN, ADMIN_PASSWORD).await;
+    let json = b.wait_finished(queued).await;
+    assert_eq!(json["status"], "failed");
+    assert!(
+        json["urls"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer"),
+        "{json}"
+    );
+    assert_eq!(
+        node.received().len(),
+        1,
+        "nothing was sent for the removed host"
+    );
+}
+
+/// Two people pressing Retry on the same invalidation get the same retry: one purge.
+#[tokio::test]
+async fn concurrent_retries_by_two_users_make_one_retry() {
+    let node = PurgeNode::start(405).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let user = app.user(&admin, "ursula").await;
+    let id = admin.invalidate_urls("https://server.com/is/image/a").await;
+    admin.wait_finished(id).await;
+    let (a, b) = (
+        admin.csrf_from("/assets").await,
+        user.csrf_from("/assets").await,
+    );
+    let path = format!("/invalidations/{id}/retry");
+    let (fa, fb) = ([("csrf_token", a.as_str())], [("csrf_token", b.as_str())]);
+    let (ra, rb) = tokio::join!(admin.post_form(&path, &fa), user.post_form(&path, &fb));
+    assert_eq!(invalidation_id(&ra), invalidation_id(&rb));
+    assert_eq!(
+        texts(&admin.page("/invalidations").await, "#history tbody tr").len(),
+        2
+    );
+}

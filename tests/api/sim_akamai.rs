@@ -464,8 +464,18 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         provider: "akamai".into(),
         values: values.clone(),
     };
+    // The URLs' host is the publish server, as the settings page would require.
+    let publish_server = url::Url::parse(&urls[0])
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_string();
+    let settings = cdn_invalidator::domain::settings::SettingsInput {
+        publish_server,
+        ..Default::default()
+    };
     store
-        .save_settings(&Default::default(), &choice, &secrets)
+        .save_settings(&settings, &choice, &secrets)
         .await
         .unwrap();
     values.insert("akamai_rate_scale".into(), scale.to_string());
