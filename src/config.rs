@@ -53,7 +53,12 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Failed logins per user name or client address in 15 minutes before logins wait.
     pub login_max_failures: i64,
+    /// How long a login lasts before the user must log in again.
+    pub session_max_age: Duration,
 }
+
+/// Default session lifetime: a working day.
+pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Default form limit: 10,000 URLs of up to 4 KiB, plus room.
 pub const DEFAULT_MAX_FORM_BYTES: usize = 48 * 1024 * 1024;
@@ -79,6 +84,7 @@ impl Config {
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             login_max_failures: crate::domain::throttle::MAX_FAILURES,
+            session_max_age: DEFAULT_SESSION_MAX_AGE,
         }
     }
 
@@ -95,6 +101,7 @@ impl Config {
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             login_max_failures: crate::domain::throttle::MAX_FAILURES,
+            session_max_age: DEFAULT_SESSION_MAX_AGE,
         }
     }
 }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 const USER_ID: &str = "user_id";
 const EPOCH: &str = "epoch";
 const CSRF: &str = "csrf";
+const ISSUED: &str = "issued_at";
 
 /// Name of the hidden field every POST form carries.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -72,6 +73,7 @@ impl TypedSession {
         self.0.clear();
         self.0.insert(USER_ID, user.id)?;
         self.0.insert(EPOCH, user.session_epoch)?;
+        self.0.insert(ISSUED, crate::store::now_millis())?;
         self.0.insert(CSRF, random_token(32))?;
         Ok(())
     }
@@ -80,10 +82,12 @@ impl TypedSession {
         self.0.purge();
     }
 
-    fn user_ref(&self) -> Option<(i64, i64)> {
+    /// (user id, session epoch, issued at) of a logged-in session.
+    fn user_ref(&self) -> Option<(i64, i64, i64)> {
         let id = self.0.get::<i64>(USER_ID).ok()??;
         let epoch = self.0.get::<i64>(EPOCH).ok()??;
-        Some((id, epoch))
+        let issued = self.0.get::<i64>(ISSUED).ok()??;
+        Some((id, epoch, issued))
     }
 }
 
@@ -138,9 +142,16 @@ async fn authenticate(req: &HttpRequest) -> Result<User, AppError> {
         .expect("AppState registered")
         .clone();
     let session = TypedSession(req.get_session());
-    let Some((id, epoch)) = session.user_ref() else {
+    let Some((id, epoch, issued)) = session.user_ref() else {
         return Err(AppError::LoginRequired { json });
     };
+    // Sessions live in the cookie, so logging out cannot recall a copied one: a maximum age
+    // bounds how long such a copy works (a disabled user or a new password ends it at once).
+    let age = crate::store::now_millis() - issued;
+    if age < 0 || age > state.config.session_max_age.as_millis() as i64 {
+        session.log_out();
+        return Err(AppError::LoginRequired { json });
+    }
     match state.store.get_user(id).await? {
         Some(user) if !user.disabled && user.session_epoch == epoch => Ok(user),
         _ => {

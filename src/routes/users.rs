@@ -103,25 +103,21 @@ async fn apply(
     }) else {
         return Ok(Err("No such user.".into()));
     };
-    let last_admin =
-        target.role == Role::Admin && !target.disabled && store.count_enabled_admins().await? <= 1;
     match form.action.as_str() {
         "role" => {
             let role = Role::parse(&form.role).ok_or("Choose the role admin or user.")?;
-            if role == Role::User && last_admin {
+            if !store.set_role(target.id, role).await? {
                 return Ok(Err("The last enabled admin cannot be made a user.".into()));
             }
-            store.set_role(target.id, role).await?;
             Ok(Ok("role"))
         }
         "disable" => {
             if target.id == me {
                 return Ok(Err("You cannot disable your own account.".into()));
             }
-            if last_admin {
+            if !store.set_disabled(target.id, true).await? {
                 return Ok(Err("The last enabled admin cannot be disabled.".into()));
             }
-            store.set_disabled(target.id, true).await?;
             Ok(Ok("disable"))
         }
         "enable" => {

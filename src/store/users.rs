@@ -47,6 +47,10 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// The row being updated ($2) is the only enabled admin.
+const LAST_ADMIN: &str = "role = 'admin' AND disabled = 0
+    AND (SELECT COUNT(*) FROM users o WHERE o.role = 'admin' AND o.disabled = 0 AND o.id <> $2) = 0";
+
 const USER_COLUMNS: &str = "id, username, password_hash, role, disabled, session_epoch";
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
@@ -142,36 +146,33 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// Number of enabled admins: the last one may not be demoted or disabled.
-    pub async fn count_enabled_admins(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+    /// Changes a role, unless that would leave no enabled admin (checked in the same
+    /// statement, so two admins demoting each other cannot both succeed). False when refused.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_role(&self, id: i64, role: Role) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE users SET role = $1 WHERE id = $2 AND NOT ($1 <> 'admin' AND {LAST_ADMIN})"
+        ))
+        .bind(role.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
+    /// Disables (ending the user's open sessions: the epoch moves on) or enables an account,
+    /// unless disabling would leave no enabled admin. False when refused.
     #[tracing::instrument(skip(self))]
-    pub async fn set_role(&self, id: i64, role: Role) -> Result<()> {
-        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Disabling also ends the user's open sessions (the epoch moves on).
-    #[tracing::instrument(skip(self))]
-    pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET disabled = $1, session_epoch = session_epoch + 1 WHERE id = $2",
-        )
+    pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE users SET disabled = $1, session_epoch = session_epoch + 1
+             WHERE id = $2 AND NOT ($1 AND {LAST_ADMIN})"
+        ))
         .bind(disabled)
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// A new password ends the user's open sessions.

@@ -396,3 +396,41 @@ async fn cli_adds_users_and_imports_assets_into_the_same_database() {
         "CLI_1"
     );
 }
+
+#[tokio::test]
+async fn a_session_ends_after_its_maximum_age() {
+    let app = spawn_app_with(|c| c.session_max_age = std::time::Duration::from_millis(800)).await;
+    let admin = app.admin().await;
+    assert_eq!(admin.get("/assets").await.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let r = admin.get("/assets").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/login");
+}
+
+#[tokio::test]
+async fn the_last_enabled_admin_cannot_be_demoted() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let users = admin.page("/users").await;
+    let me = attr(&users, "tr[data-user=admin] input[name=user_id]", "value").unwrap();
+    let token = admin.csrf_from("/users").await;
+    let r = admin
+        .post_form(
+            "/users",
+            &[
+                ("action", "role"),
+                ("user_id", &me),
+                ("role", "user"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("last enabled admin"));
+    assert_eq!(
+        admin.get("/settings").await.status(),
+        StatusCode::OK,
+        "still an admin"
+    );
+}
