@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Mark the session cookie `Secure` (set when users reach the app over https).
     #[arg(long, env = "CDN_INVALIDATOR_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Hours a login lasts.
+    #[arg(long, env = "CDN_INVALIDATOR_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u64,
     /// Attempts per URL before it is reported failed.
     #[arg(long, env = "CDN_INVALIDATOR_PURGE_ATTEMPTS", default_value_t = 5)]
     pub purge_attempts: u32,
@@ -84,7 +87,7 @@ impl Config {
             max_form_bytes: DEFAULT_MAX_FORM_BYTES,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             login_max_failures: crate::domain::throttle::MAX_FAILURES,
-            session_max_age: DEFAULT_SESSION_MAX_AGE,
+            session_max_age: Duration::from_secs(args.session_hours.max(1) * 3600),
         }
     }
 

@@ -10,6 +10,7 @@ mod cloudflare;
 mod cloudfront;
 mod edgegrid;
 mod fastly;
+mod form;
 mod http_purge;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use crate::domain::settings::FieldError;
+pub use form::{ProviderUpdate, apply_form};
 
 /// Every provider, in the order the settings page lists them. The first is the default.
 pub static PROVIDERS: &[&dyn ProviderKind] = &[

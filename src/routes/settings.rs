@@ -245,64 +245,13 @@ pub async fn save(
         allowed_hosts: get("allowed_hosts"),
     };
     let stored = state.store.load_provider().await?;
-    let provider = form
-        .get("provider")
-        .cloned()
-        .unwrap_or_else(|| active_kind(&stored).name().to_string());
-    let mut errors = Vec::new();
-    let kind = match cdn::kind(&provider) {
-        Some(kind) => kind,
-        None => {
-            errors.push(FieldError {
-                field: "provider",
-                message: format!("\"{provider}\" is not a provider."),
-            });
-            active_kind(&stored)
-        }
-    };
-    // Every provider's values are kept, so switching back and forth loses nothing.
-    let mut values = stored.values.clone();
-    let mut new_secrets = Values::new();
-    for (owner, field) in cdn::PROVIDERS
-        .iter()
-        .flat_map(|k| k.fields().iter().map(move |f| (k.name(), f)))
-    {
-        if let Some(value) = form.get(field.name) {
-            if field.kind == FieldKind::Secret {
-                // Credentials are taken for the chosen provider only: another provider's
-                // `prepare` (e.g. Akamai's .edgerc paste) never runs, so they would be kept raw.
-                if owner != kind.name() {
-                    continue;
-                }
-                if !value.trim().is_empty() {
-                    new_secrets.insert(field.name.to_string(), value.trim().to_string());
-                }
-            } else {
-                values.insert(field.name.to_string(), value.clone());
-            }
-        }
-    }
-    let mut check = state.store.load_secrets().await?;
-    check.extend(values.clone());
-    check.extend(new_secrets.clone());
-    errors.extend(kind.prepare(&mut check));
-    errors.extend(kind.validate(&check));
-    // `prepare` may have filled fields: split them back into plain values and secrets.
-    for field in kind.fields() {
-        if field.kind == FieldKind::Secret && check.get(field.name).is_none_or(String::is_empty) {
-            // A secret `prepare` consumed (Akamai's pasted `.edgerc`) is not kept.
-            new_secrets.remove(field.name);
-        }
-        if let Some(v) = check.get(field.name) {
-            if field.kind == FieldKind::Secret {
-                if !v.is_empty() {
-                    new_secrets.insert(field.name.to_string(), v.clone());
-                }
-            } else {
-                values.insert(field.name.to_string(), v.clone());
-            }
-        }
-    }
+    let secrets = state.store.load_secrets().await?;
+    let cdn::ProviderUpdate {
+        kind,
+        values,
+        new_secrets,
+        mut errors,
+    } = cdn::apply_form(&form, &stored.provider, &stored.values, &secrets);
     let settings = Settings::parse(&input);
     if let Err(settings_errors) = &settings {
         errors.splice(0..0, settings_errors.iter().cloned());
