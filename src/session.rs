@@ -223,6 +223,10 @@ impl FromRequest for AdminUser {
     }
 }
 
+/// A form that carries nothing but its CSRF token (logout, retry, test connection).
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
 /// A urlencoded form whose `csrf_token` matched the session (else 403). Repeated fields
 /// (`asset_id=a&asset_id=b`) deserialize into `Vec`s.
 pub struct CsrfForm<T>(pub T);

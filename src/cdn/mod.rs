@@ -21,6 +21,8 @@ use std::time::Duration;
 use url::Url;
 
 pub use crate::domain::settings::FieldError;
+/// Lines of a [`FieldKind::Lines`] value, trimmed, blank ones dropped, with 1-based numbers.
+pub use crate::domain::settings::non_blank_lines as lines;
 pub use form::{ProviderUpdate, apply_form};
 
 /// Every provider, in the order the settings page lists them. The first is the default.
@@ -257,14 +259,6 @@ impl ProviderSnapshot {
         }
         kind.build(&values, ctx)
     }
-}
-
-/// Lines of a [`FieldKind::Lines`] value, trimmed, blank ones dropped, with 1-based numbers.
-pub fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty())
 }
 
 /// An `http(s)` base URL setting (API endpoint, purge node): a host, no path beyond `/`.

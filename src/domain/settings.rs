@@ -29,7 +29,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
 }
 
-fn non_blank_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+/// Lines of a multi-line setting, trimmed, blank ones dropped, with their 1-based numbers.
+pub fn non_blank_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))

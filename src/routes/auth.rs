@@ -4,7 +4,7 @@ use super::{render, see_other};
 use crate::domain::throttle;
 use crate::error::AppError;
 use crate::password;
-use crate::session::{CsrfForm, CurrentUser, TypedSession};
+use crate::session::{CsrfForm, CurrentUser, NoFields, TypedSession};
 use crate::startup::AppState;
 use crate::store::now_millis;
 use actix_web::http::StatusCode;
@@ -214,10 +214,7 @@ pub async fn login(
     }
 }
 
-#[derive(Deserialize)]
-pub struct Empty {}
-
-pub async fn logout(current: CurrentUser, CsrfForm(_): CsrfForm<Empty>) -> HttpResponse {
+pub async fn logout(current: CurrentUser, CsrfForm(_): CsrfForm<NoFields>) -> HttpResponse {
     current.session.log_out();
     see_other("/login")
 }

@@ -6,7 +6,7 @@ use crate::cdn::ProviderSnapshot;
 use crate::domain::estimate::{describe, describe_duration};
 use crate::domain::url_list;
 use crate::error::AppError;
-use crate::session::{CsrfForm, CurrentUser, wants_json};
+use crate::session::{CsrfForm, CurrentUser, NoFields, wants_json};
 use crate::startup::AppState;
 use crate::store::{
     HistoryFilter, Invalidation, InvalidationStatus, InvalidationUrl, PurgeBatch, UrlStatus,
@@ -234,15 +234,12 @@ pub async fn show(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /invalidations/{id}/retry`: a new invalidation of the failed URLs, linked to the first.
 pub async fn retry(
     current: CurrentUser,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    CsrfForm(_): CsrfForm<Empty>,
+    CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     let inv = find(&state, id).await?;

@@ -5,7 +5,7 @@ use super::{Nav, render, see_other};
 use crate::cdn::{self, FieldKind, ProviderKind, ProviderSnapshot, Values};
 use crate::domain::settings::{FieldError, Settings, SettingsInput};
 use crate::error::AppError;
-use crate::session::{AdminUser, CsrfForm, CurrentUser};
+use crate::session::{AdminUser, CsrfForm, CurrentUser, NoFields};
 use crate::startup::AppState;
 use crate::store::ProviderChoice;
 use actix_web::http::StatusCode;
@@ -284,14 +284,11 @@ pub async fn save(
     render(status, &page(&state, &admin, parts, false).await?)
 }
 
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /settings/test`: the saved provider's cheapest harmless authenticated call.
 pub async fn test_connection(
     AdminUser(admin): AdminUser,
     state: web::Data<AppState>,
-    CsrfForm(_): CsrfForm<Empty>,
+    CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let mut parts = stored_parts(&state).await?;
     let choice = state.store.load_provider().await?;
