@@ -339,22 +339,17 @@ impl Answer {
 
     /// `Akamai 403 Forbidden: unauthorized arl — http://… (support id …)`.
     fn words(&self, status: reqwest::StatusCode, raw: &str) -> String {
-        let mut text = format!(
-            "Akamai {} {}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )
-        .trim_end()
-        .to_string();
+        let mut text = format!("Akamai {}", super::status_text(status));
         let title = self.title.as_deref().filter(|t| !t.is_empty());
         let detail = self.detail.as_deref().filter(|d| !d.is_empty());
         match (title, detail) {
             (Some(t), Some(d)) => text.push_str(&format!(": {t} — {d}")),
             (Some(t), None) => text.push_str(&format!(": {t}")),
             (None, Some(d)) => text.push_str(&format!(": {d}")),
-            (None, None) if self.support_id.is_none() && !raw.trim().is_empty() => {
-                let raw: String = raw.trim().chars().take(200).collect();
-                text.push_str(&format!(": {raw}"));
+            (None, None) if self.support_id.is_none() => {
+                if let Some(raw) = super::body_excerpt(raw) {
+                    text.push_str(&format!(": {raw}"));
+                }
             }
             (None, None) => {}
         }

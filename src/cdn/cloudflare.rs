@@ -6,7 +6,8 @@
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
-    Purger, Receipt, Values, describe_error, parse_base_url, retry_after, value,
+    Purger, Receipt, Values, body_excerpt, describe_error, parse_base_url, refused, retry_after,
+    status_text, value,
 };
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -209,16 +210,6 @@ struct ApiMessage {
     message: String,
 }
 
-fn status_text(status: StatusCode) -> String {
-    format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or_default()
-    )
-    .trim_end()
-    .to_string()
-}
-
 /// Cloudflare's errors in its own words: "Authentication error (code 10000); …".
 fn error_words(errors: &[ApiMessage]) -> String {
     errors
@@ -236,14 +227,7 @@ fn error_words(errors: &[ApiMessage]) -> String {
 fn describe_answer(status: StatusCode, envelope: Option<&Envelope>, body: &str) -> String {
     let words = match envelope {
         Some(e) if !e.errors.is_empty() => error_words(&e.errors),
-        _ => {
-            let text: String = body.trim().chars().take(200).collect();
-            if text.is_empty() {
-                "no details given".into()
-            } else {
-                text
-            }
-        }
+        _ => body_excerpt(body).unwrap_or_else(|| "no details given".into()),
     };
     format!("Cloudflare {}: {words}", status_text(status))
 }
@@ -274,19 +258,7 @@ fn interpret(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -
         );
     }
     let reason = describe_answer(status, envelope.as_ref(), body);
-    let attempt = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Attempt::Retry {
-            http_status: code,
-            reason,
-            retry_after: wait,
-        }
-    } else {
-        Attempt::Fail {
-            http_status: code,
-            reason,
-        }
-    };
-    PurgeResult::all(n, attempt, None)
+    PurgeResult::all(n, refused(status, reason, wait), None)
 }
 
 impl Cloudflare {

@@ -6,7 +6,8 @@
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
-    Purger, Receipt, Values, describe_error, parse_base_url, retry_after, value,
+    Purger, Receipt, Values, body_excerpt, describe_error, parse_base_url, refused, retry_after,
+    status_text, value,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -170,16 +171,6 @@ struct Answer {
     detail: Option<String>,
 }
 
-fn status_text(status: StatusCode) -> String {
-    format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or_default()
-    )
-    .trim_end()
-    .to_string()
-}
-
 /// "Fastly 401 Unauthorized: Provided credentials are missing or invalid — <detail>".
 fn describe_answer(status: StatusCode, answer: Option<&Answer>, body: &str) -> String {
     let msg = answer.and_then(|a| a.msg.as_deref()).map(str::trim);
@@ -188,14 +179,7 @@ fn describe_answer(status: StatusCode, answer: Option<&Answer>, body: &str) -> S
         (Some(m), Some(d)) if !d.is_empty() && d != m => format!("{m} — {d}"),
         (Some(m), _) if !m.is_empty() => m.to_string(),
         (_, Some(d)) if !d.is_empty() => d.to_string(),
-        _ => {
-            let text: String = body.trim().chars().take(200).collect();
-            if text.is_empty() {
-                "no details given".into()
-            } else {
-                text
-            }
-        }
+        _ => body_excerpt(body).unwrap_or_else(|| "no details given".into()),
     };
     format!("Fastly {}: {words}", status_text(status))
 }
@@ -238,19 +222,7 @@ fn interpret(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -
         );
     }
     let reason = describe_answer(status, answer.as_ref(), body);
-    let attempt = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Attempt::Retry {
-            http_status: code,
-            reason,
-            retry_after: wait,
-        }
-    } else {
-        Attempt::Fail {
-            http_status: code,
-            reason,
-        }
-    };
-    PurgeResult::all(n, attempt, None)
+    PurgeResult::all(n, refused(status, reason, wait), None)
 }
 
 /// What `GET /tokens/self` says about the token, as a sentence; `Err` when it cannot purge URLs.

@@ -338,6 +338,44 @@ pub fn http_client(config: &PurgeConfig) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// "403 Forbidden": a status as providers' error texts start.
+pub(crate) fn status_text(status: reqwest::StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default()
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// The start of an answer's body (200 characters), for errors that carry no structured words.
+pub(crate) fn body_excerpt(body: &str) -> Option<String> {
+    let text: String = body.trim().chars().take(200).collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// A refused API request: 429 and 5xx are worth retrying (not before `wait`), others fail.
+pub(crate) fn refused(
+    status: reqwest::StatusCode,
+    reason: String,
+    wait: Option<Duration>,
+) -> Attempt {
+    let http_status = Some(status.as_u16());
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        Attempt::Retry {
+            http_status,
+            reason,
+            retry_after: wait,
+        }
+    } else {
+        Attempt::Fail {
+            http_status,
+            reason,
+        }
+    }
+}
+
 /// Reads `Retry-After` as seconds or an HTTP date.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers
