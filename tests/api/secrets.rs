@@ -117,6 +117,94 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
             .await
             .unwrap(),
     );
+    // Every other provider's credentials too: saved, tested, used for a purge.
+    let akamai = crate::sim_akamai::AkamaiSim::start(1.0).await;
+    let edgerc = crate::sim_akamai::edgerc("akab-sim.luna.akamaiapis.net");
+    let fastly_token = "fastly-secret-token-that-must-stay-secret";
+    let fastly = crate::sim_fastly::FastlySim::start(fastly_token, "purge_select").await;
+    let cloudfront =
+        crate::sim_cloudfront::SimCloudFront::start(std::time::Duration::from_millis(100)).await;
+    let provider_forms: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "akamai",
+            vec![
+                ("akamai_edgerc", edgerc.clone()),
+                ("akamai_base_url", akamai.base()),
+            ],
+        ),
+        (
+            "fastly",
+            vec![
+                ("fastly_api_token", fastly_token.into()),
+                ("fastly_base_url", fastly.base()),
+            ],
+        ),
+        (
+            "cloudfront",
+            vec![
+                ("cloudfront_base_url", cloudfront.base()),
+                (
+                    "cloudfront_distribution_id",
+                    crate::sim_cloudfront::DISTRIBUTION_ID.into(),
+                ),
+                ("cloudfront_domains", "server.com".into()),
+                (
+                    "cloudfront_access_key_id",
+                    crate::sim_cloudfront::ACCESS_KEY_ID.into(),
+                ),
+                (
+                    "cloudfront_secret_access_key",
+                    crate::sim_cloudfront::SECRET_ACCESS_KEY.into(),
+                ),
+                (
+                    "cloudfront_session_token",
+                    "session-token-that-must-stay-secret".into(),
+                ),
+            ],
+        ),
+    ];
+    for (provider, form) in &provider_forms {
+        let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = admin
+            .save_provider("server.com", "", provider, &fields)
+            .await;
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "{provider}: {}",
+            r.text().await.unwrap()
+        );
+        seen.push_str(&admin.get("/settings").await.text().await.unwrap());
+        seen.push_str(&admin.test_connection().await.1);
+        let id = user
+            .invalidate_urls(&format!("https://server.com/is/image/{provider}"))
+            .await;
+        let json = user.wait_finished(id).await;
+        assert_eq!(json["status"], "succeeded", "{provider}: {json}");
+        seen.push_str(&json.to_string());
+        seen.push_str(
+            &admin
+                .get(&format!("/invalidations/{id}"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    // A settings page refused with errors (422) shows no credential either.
+    let r = admin
+        .save_provider(
+            "server.com",
+            "",
+            "fastly",
+            &[
+                ("fastly_api_token", fastly_token),
+                ("fastly_soft_purge", "maybe"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    seen.push_str(&r.text().await.unwrap());
     let mut wrong = fields.clone();
     wrong[2] = ("cloudflare_api_token", "a-wrong-token-also-secret");
     admin
@@ -157,6 +245,12 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         "a-wrong-password",
         cf_token,
         "a-wrong-token-also-secret",
+        crate::sim_akamai::CLIENT_SECRET,
+        crate::sim_akamai::CLIENT_TOKEN,
+        crate::sim_akamai::ACCESS_TOKEN,
+        fastly_token,
+        crate::sim_cloudfront::SECRET_ACCESS_KEY,
+        "session-token-that-must-stay-secret",
     ] {
         assert!(!seen.contains(secret), "a page or JSON shows {secret}");
         assert!(!log.contains(secret), "the log shows {secret}");
