@@ -140,7 +140,6 @@ async fn urls_stay_submitted_until_cloudfront_reports_completed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!submitted.is_null(), "URLs never showed as submitted");
-    assert!(started.elapsed() < Duration::from_millis(1500));
     let invalidations = sim.invalidations();
     assert_eq!(invalidations.len(), 1);
     assert_eq!(submitted["batches"][0]["provider_id"], invalidations[0].id);
