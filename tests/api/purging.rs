@@ -419,3 +419,70 @@ async fn concurrent_retries_by_two_users_make_one_retry() {
         2
     );
 }
+
+/// A process that died mid-run (one URL done, one waiting for a retry) is picked up where it
+/// stopped: the done URL is not sent again and the retry continues the attempt count.
+#[tokio::test]
+async fn an_invalidation_interrupted_mid_run_resumes_where_it_stopped() {
+    use cdn_invalidator::store::{Store, UrlOutcome, UrlStatus};
+    let node = PurgeNode::start(200).await;
+    let paused = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = paused.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let id = admin
+        .invalidate_urls("https://server.com/is/image/done\nhttps://server.com/is/image/retrying")
+        .await;
+
+    // The state a crash would leave: running, one URL purged, one after two failed attempts.
+    let store = Store::connect(&paused.database_url).await.unwrap();
+    store.mark_running(id).await.unwrap();
+    let urls = store.invalidation_urls(id).await.unwrap();
+    let outcome = |status, attempts, http_status, error: Option<&str>| UrlOutcome {
+        status,
+        attempts,
+        http_status,
+        error: error.map(str::to_string),
+        batch_id: None,
+    };
+    store
+        .record_url(
+            urls[0].id,
+            &outcome(UrlStatus::Succeeded, 1, Some(200), None),
+        )
+        .await
+        .unwrap();
+    store
+        .record_url(
+            urls[1].id,
+            &outcome(UrlStatus::Retrying, 2, Some(503), Some("HTTP 503")),
+        )
+        .await
+        .unwrap();
+
+    let restarted = start(
+        test_config(&paused.database_url),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let b = restarted.browser();
+    b.login(ADMIN, ADMIN_PASSWORD).await;
+    let json = b.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["attempts"], 1);
+    assert_eq!(
+        json["urls"][1]["attempts"], 3,
+        "the attempt count carried on"
+    );
+    let sent: Vec<String> = node
+        .received()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(
+        sent,
+        ["/is/image/retrying"],
+        "the purged URL was not sent again"
+    );
+}
