@@ -78,6 +78,16 @@ impl TypedSession {
         Ok(())
     }
 
+    /// Remembers a one-time notice for the next page (post/redirect/get).
+    pub fn flash(&self, name: &str) -> Result<(), AppError> {
+        Ok(self.0.insert(name, true)?)
+    }
+
+    /// True once after [`TypedSession::flash`] with the same name.
+    pub fn take_flash(&self, name: &str) -> bool {
+        self.0.remove(name).is_some()
+    }
+
     pub fn log_out(&self) {
         self.0.purge();
     }

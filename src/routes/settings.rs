@@ -213,22 +213,16 @@ async fn stored_parts(state: &AppState) -> Result<PageParts, AppError> {
     })
 }
 
-#[derive(Deserialize)]
-pub struct ShowQuery {
-    #[serde(default)]
-    saved: Option<String>,
-}
+/// Flash message set by a successful save and shown once by the next `GET /settings`.
+const SAVED: &str = "settings_saved";
 
 pub async fn show(
     AdminUser(admin): AdminUser,
     state: web::Data<AppState>,
-    query: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, AppError> {
     let parts = stored_parts(&state).await?;
-    render(
-        StatusCode::OK,
-        &page(&state, &admin, parts, query.saved.is_some()).await?,
-    )
+    let saved = admin.session.take_flash(SAVED);
+    render(StatusCode::OK, &page(&state, &admin, parts, saved).await?)
 }
 
 /// `POST /settings`: every field of the page; `action=preview` re-renders without saving.
@@ -267,7 +261,8 @@ pub async fn save(
             .save_settings(&settings.to_input(), &choice, &new_secrets)
             .await?;
         tracing::info!(admin = %admin.user.username, provider = kind.name(), "settings saved");
-        return Ok(see_other("/settings?saved=1"));
+        admin.session.flash(SAVED)?;
+        return Ok(see_other("/settings"));
     }
     let status = if errors.is_empty() {
         StatusCode::OK

@@ -58,6 +58,8 @@ struct State {
     received: Vec<Received>,
     unauthorized_hosts: Vec<String>,
     next_id: u64,
+    /// Another client keeps the URL bucket empty until our next purge request has been refused.
+    drained: bool,
 }
 
 impl State {
@@ -203,6 +205,7 @@ impl AkamaiSim {
             received: Vec::new(),
             unauthorized_hosts: Vec::new(),
             next_id: 0,
+            drained: false,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -305,6 +308,10 @@ impl AkamaiSim {
             return (c, j, false);
         }
         s.refill();
+        if s.drained && !status_call {
+            s.urls = 0.0;
+            s.drained = false;
+        }
         if status_call {
             let j = serde_json::json!({"httpStatus": 201, "detail": "Rate limit status", "supportId": support_id});
             return (201, j, true);
@@ -409,10 +416,13 @@ impl AkamaiSim {
     }
 
     /// Empties the URL bucket now, as another client on the account would.
+    /// Another client on the account uses every URL token, and keeps doing so until our next
+    /// purge request arrives (so that request is refused however long the app takes to send it).
     pub fn drain_url_tokens(&self) {
         let mut s = self.state.lock().unwrap();
         s.refill();
         s.urls = 0.0;
+        s.drained = true;
     }
 }
 
