@@ -223,6 +223,15 @@ async fn admin_prepares(ch: &Chrome, base: &str, server: &str, javascript: bool)
         );
     }
     ch.screenshot("settings").await;
+    if javascript {
+        ch.c.execute(
+            "document.getElementById('where-purges-go').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+        ch.screenshot("settings-providers").await;
+    }
     ch.click("button[value=save]").await;
     assert_eq!(ch.text("[role=status]").await, "Settings saved.");
 
