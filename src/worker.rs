@@ -20,6 +20,8 @@ pub struct Worker {
     store: Store,
     ctx: Context,
     wake: Arc<Notify>,
+    /// When providers were last asked about requests in progress.
+    last_poll: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 fn jitter() -> f64 {
@@ -52,6 +54,7 @@ impl Worker {
             store,
             ctx: Context { client, config },
             wake,
+            last_poll: Arc::default(),
         })
     }
 
@@ -59,24 +62,29 @@ impl Worker {
         &self.ctx.config
     }
 
-    /// Loops until the process ends: works off the queue, then sleeps until woken (or a poll interval).
+    /// Loops until the process ends: sends queued invalidations one after the other, asks
+    /// providers about requests in progress every poll interval, and sleeps until woken.
     pub async fn run(self) {
         loop {
             match self.run_once().await {
-                Ok(Some((_, status))) if status.is_finished() => continue,
-                // Not finished (e.g. waiting on a provider): do not spin on it.
-                Ok(Some(_)) | Ok(None) => {}
+                // Sent one: look for the next at once (one waiting on its provider is not picked again).
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
                 Err(e) => tracing::error!(error = ?e, "purge worker step failed"),
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.wake.notified()).await;
+            let nap = self.config().poll_interval.min(Duration::from_secs(2));
+            let _ = tokio::time::timeout(nap, self.wake.notified()).await;
         }
     }
 
-    /// Takes the oldest unfinished invalidation (queued, or interrupted by a restart) and drives
-    /// it to completion. Returns its id and final status, or `None` when nothing is queued.
+    /// One step: asks providers about requests still in progress (when a poll is due), then
+    /// sends the oldest invalidation with URLs to send (queued, or interrupted by a restart).
+    /// Returns its id and status — `running` while its provider is still finishing, which no
+    /// longer holds up the invalidations behind it — or `None` when there was nothing to send.
     #[tracing::instrument(skip(self))]
     pub async fn run_once(&self) -> anyhow::Result<Option<(i64, InvalidationStatus)>> {
-        let Some((id, snapshot_json)) = self.store.next_unfinished_invalidation().await? else {
+        self.poll_all(false).await?;
+        let Some((id, snapshot_json)) = self.store.next_invalidation_to_send().await? else {
             return Ok(None);
         };
         self.store.mark_running(id).await?;
@@ -90,11 +98,7 @@ impl Worker {
         let policy = Settings::parse(&self.store.load_settings().await?)
             .map(|s| s.host_policy())
             .map_err(|e| anyhow::anyhow!("stored settings do not parse: {e:?}"))?;
-        let secrets = self.store.load_secrets().await?;
-        let built = serde_json::from_str::<ProviderSnapshot>(&snapshot_json)
-            .map_err(anyhow::Error::from)
-            .and_then(|s| s.build(&secrets, &self.ctx));
-        match built {
+        match self.purger(&snapshot_json).await {
             Ok(purger) => {
                 let run = Run {
                     id,
@@ -103,16 +107,55 @@ impl Worker {
                     policy: &policy,
                 };
                 self.purge_all(&run, pending).await?;
-                self.await_pending(&run).await?;
             }
             Err(e) => {
                 let reason = format!("provider settings unusable: {e}");
                 self.store.fail_unfinished_urls(id, &reason).await?;
             }
         }
-        let status = self.store.finish_invalidation(id).await?;
-        tracing::info!(id, status = %status, "invalidation finished");
+        let status = self.finish(id).await?;
         Ok(Some((id, status)))
+    }
+
+    /// The purger for an invalidation's provider snapshot, with the current credentials.
+    async fn purger(&self, snapshot_json: &str) -> anyhow::Result<Box<dyn Purger>> {
+        let secrets = self.store.load_secrets().await?;
+        serde_json::from_str::<ProviderSnapshot>(snapshot_json)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| s.build(&secrets, &self.ctx))
+    }
+
+    /// Closes the invalidation if nothing is left to send or wait for.
+    async fn finish(&self, id: i64) -> anyhow::Result<InvalidationStatus> {
+        let status = self.store.finish_invalidation(id).await?;
+        if status.is_finished() {
+            tracing::info!(id, status = %status, "invalidation finished");
+        }
+        Ok(status)
+    }
+
+    /// Asks the providers about every request still in progress, for every running
+    /// invalidation (the one being sent included), and closes those with nothing left. At most once per poll interval
+    /// unless `now` (a full cap on work in progress needs the answer before sending more).
+    async fn poll_all(&self, now: bool) -> anyhow::Result<()> {
+        {
+            let mut last = self.last_poll.lock().expect("poll clock");
+            if !now && last.is_some_and(|t| t.elapsed() < self.config().poll_interval) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        for (id, snapshot_json) in self.store.running_invalidations().await? {
+            match self.purger(&snapshot_json).await {
+                Ok(purger) => self.poll_pending(id, purger.as_ref()).await?,
+                Err(e) => {
+                    let reason = format!("provider settings unusable: {e}");
+                    self.store.fail_unfinished_urls(id, &reason).await?;
+                }
+            }
+            self.finish(id).await?;
+        }
+        Ok(())
     }
 
     async fn purge_all(&self, run: &Run<'_>, pending: Vec<InvalidationUrl>) -> anyhow::Result<()> {
@@ -217,7 +260,7 @@ impl Worker {
             if in_progress == 0 || in_progress + count <= cap {
                 return Ok(());
             }
-            self.poll_pending(run).await?;
+            self.poll_all(true).await?;
             tokio::time::sleep(self.config().poll_interval).await;
         }
     }
@@ -333,9 +376,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Asks the provider once about every pending request of the run.
-    async fn poll_pending(&self, run: &Run<'_>) -> anyhow::Result<()> {
-        for batch in self.store.pending_batches(run.id).await? {
+    /// Asks `purger` once about every pending request of invalidation `id`; a request past the
+    /// poll deadline fails its URLs.
+    async fn poll_pending(&self, id: i64, purger: &dyn Purger) -> anyhow::Result<()> {
+        for batch in self.store.pending_batches(id).await? {
             let waited = Duration::from_millis((now_millis() - batch.created_at).max(0) as u64);
             if waited > self.config().poll_timeout {
                 let reason = format!(
@@ -350,7 +394,7 @@ impl Worker {
                 self.store.complete_batch(batch.id).await?;
                 continue;
             };
-            match run.purger.poll(provider_id).await {
+            match purger.poll(provider_id).await {
                 Poll::Completed => self.store.complete_batch(batch.id).await?,
                 Poll::InProgress => {}
                 Poll::Unknown(reason) => {
@@ -359,16 +403,5 @@ impl Worker {
             }
         }
         Ok(())
-    }
-
-    /// Polls until the provider reports every accepted request of the run complete.
-    async fn await_pending(&self, run: &Run<'_>) -> anyhow::Result<()> {
-        loop {
-            self.poll_pending(run).await?;
-            if self.store.pending_batches(run.id).await?.is_empty() {
-                return Ok(());
-            }
-            tokio::time::sleep(self.config().poll_interval).await;
-        }
     }
 }

@@ -392,13 +392,27 @@ impl Store {
         Ok(HistoryPage { items, total })
     }
 
-    /// The oldest invalidation that is queued or was interrupted while running.
+    /// The oldest invalidation with URLs still to send: queued, or interrupted while running.
     #[tracing::instrument(skip(self))]
-    pub async fn next_unfinished_invalidation(&self) -> Result<Option<(i64, String)>> {
+    pub async fn next_invalidation_to_send(&self) -> Result<Option<(i64, String)>> {
         Ok(sqlx::query_as(
-            "SELECT id, provider_settings FROM invalidations WHERE status IN ('queued', 'running') ORDER BY id LIMIT 1",
+            "SELECT id, provider_settings FROM invalidations i
+             WHERE status = 'queued' OR (status = 'running' AND EXISTS (
+                 SELECT 1 FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status IN ('queued', 'retrying')))
+             ORDER BY id LIMIT 1",
         )
         .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Running invalidations: their pending provider requests are polled, and those with
+    /// nothing left to send or wait for are closed.
+    #[tracing::instrument(skip(self))]
+    pub async fn running_invalidations(&self) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, provider_settings FROM invalidations WHERE status = 'running' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
         .await?)
     }
 

@@ -384,3 +384,43 @@ async fn a_request_never_completed_fails_after_the_poll_deadline() {
     );
     assert_eq!(json["batches"][0]["status"], "done");
 }
+
+/// An invalidation waiting for CloudFront to finish does not hold up the ones behind it.
+#[tokio::test]
+async fn a_cloudfront_invalidation_in_progress_does_not_block_the_queue() {
+    let sim = SimCloudFront::start(Duration::from_secs(3)).await;
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn().await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let slow = admin
+        .invalidate_urls("https://images.example.com/slow")
+        .await;
+    // The admin switches to HTTP PURGE; the next invalidation goes straight through.
+    let r = admin
+        .save_provider(
+            "images.example.com",
+            "",
+            "http_purge",
+            &[("purge_nodes", &node.base())],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let fast = admin
+        .invalidate_urls("https://images.example.com/fast")
+        .await;
+    let json = admin.wait_finished(fast).await;
+    assert_eq!(json["status"], "succeeded");
+    let waiting: serde_json::Value = admin
+        .get_json(&format!("/invalidations/{slow}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting["status"], "running",
+        "CloudFront is still working: {waiting}"
+    );
+    assert_eq!(waiting["urls"][0]["status"], "submitted");
+    let json = admin.wait_finished(slow).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+}
