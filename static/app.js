@@ -46,6 +46,15 @@ document.addEventListener("DOMContentLoaded", () => {
     sync();
   }
 
+  // Settings: a chosen credentials file (e.g. .edgerc) fills its text area; nothing is uploaded
+  // until the form is saved, and the file itself is never sent.
+  document.querySelectorAll("input[type=file][data-fills]").forEach((input) => {
+    input.addEventListener("change", async () => {
+      const target = document.getElementById(input.dataset.fills);
+      if (target && input.files.length) target.value = await input.files[0].text();
+    });
+  });
+
   // Invalidation: live progress from the JSON view; reload once finished to show the result.
   const box = document.getElementById("invalidation");
   if (box && !["succeeded", "partially_failed", "failed"].includes(box.dataset.status)) {

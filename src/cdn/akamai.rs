@@ -38,9 +38,9 @@ const FIELDS: &[Field] = &[
     Field {
         name: "akamai_edgerc",
         label: ".edgerc section",
-        help: "Paste a section of your .edgerc file (the [default] section is used, or the first one). \
-               It fills the host and the three credentials below and is not kept.",
-        kind: FieldKind::Secret,
+        help: "Paste a section of your .edgerc file, or choose the file (the [default] section is used, \
+               or the first one). It fills the host and the three credentials below and is not kept.",
+        kind: FieldKind::SecretText,
         default: "",
     },
     Field {

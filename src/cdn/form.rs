@@ -1,6 +1,6 @@
 //! The provider part of the settings form: which provider, its values, its new credentials.
 
-use super::{FieldError, FieldKind, ProviderKind, Values, default_kind, kind};
+use super::{FieldError, ProviderKind, Values, default_kind, kind};
 use std::collections::BTreeMap;
 
 /// A submitted settings form merged with what is stored.
@@ -41,7 +41,7 @@ pub fn apply_form(
             let Some(value) = form.get(field.name) else {
                 continue;
             };
-            if field.kind != FieldKind::Secret {
+            if !field.kind.is_secret() {
                 values.insert(field.name.to_string(), value.clone());
             } else if provider.name() == chosen.name() && !value.trim().is_empty() {
                 // Only the chosen provider's `prepare` runs, so only its credentials are taken:
@@ -57,13 +57,13 @@ pub fn apply_form(
     errors.extend(chosen.validate(&check));
     // `prepare` may have filled or consumed fields: split them back into values and secrets.
     for field in chosen.fields() {
-        match (field.kind, check.get(field.name)) {
-            (FieldKind::Secret, Some(v)) if !v.is_empty() => {
+        match (field.kind.is_secret(), check.get(field.name)) {
+            (true, Some(v)) if !v.is_empty() => {
                 if stored_secrets.get(field.name) != Some(v) {
                     new_secrets.insert(field.name.to_string(), v.clone());
                 }
             }
-            (FieldKind::Secret, _) => {
+            (true, _) => {
                 new_secrets.remove(field.name);
             }
             (_, Some(v)) => {

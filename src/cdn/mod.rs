@@ -141,8 +141,18 @@ pub enum FieldKind {
     Lines,
     /// Write-only: never rendered back, never logged, never in a snapshot.
     Secret,
+    /// A multi-line secret (a pasted credentials file): write-only like [`FieldKind::Secret`],
+    /// shown as a text area that a chosen file can fill.
+    SecretText,
     /// One of (value, label).
     Choice(&'static [(&'static str, &'static str)]),
+}
+
+impl FieldKind {
+    /// Write-only fields: never rendered back, never in a snapshot.
+    pub fn is_secret(self) -> bool {
+        matches!(self, Self::Secret | Self::SecretText)
+    }
 }
 
 /// One settings field of a provider. Names are global form field names (e.g. `purge_nodes`).
@@ -218,7 +228,7 @@ impl ProviderSnapshot {
         let values = kind
             .fields()
             .iter()
-            .filter(|f| f.kind != FieldKind::Secret)
+            .filter(|f| !f.kind.is_secret())
             .map(|f| {
                 (
                     f.name.to_string(),
@@ -252,7 +262,7 @@ impl ProviderSnapshot {
             .kind()
             .ok_or_else(|| anyhow::anyhow!("unknown provider {}", self.provider))?;
         let mut values = self.values.clone();
-        for f in kind.fields().iter().filter(|f| f.kind == FieldKind::Secret) {
+        for f in kind.fields().iter().filter(|f| f.kind.is_secret()) {
             if let Some(secret) = secrets.get(f.name) {
                 values.insert(f.name.to_string(), secret.clone());
             }

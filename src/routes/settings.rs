@@ -145,9 +145,10 @@ fn provider_views(
                             FieldKind::Text => "text",
                             FieldKind::Lines => "lines",
                             FieldKind::Secret => "secret",
+                            FieldKind::SecretText => "secret_text",
                             FieldKind::Choice(_) => "choice",
                         },
-                        is_set: f.kind == FieldKind::Secret
+                        is_set: f.kind.is_secret()
                             && secrets.get(f.name).is_some_and(|s| !s.is_empty()),
                         options: match f.kind {
                             FieldKind::Choice(options) => {
@@ -155,7 +156,7 @@ fn provider_views(
                             }
                             _ => Vec::new(),
                         },
-                        value: if f.kind == FieldKind::Secret {
+                        value: if f.kind.is_secret() {
                             String::new()
                         } else {
                             value

@@ -580,3 +580,67 @@ async fn the_flow_works_with_the_keyboard_alone() {
     assert_eq!(node.received().len(), 1);
     ch.close().await;
 }
+
+/// An Akamai `.edgerc` file chosen in the browser fills the credentials; none is shown back.
+#[tokio::test]
+async fn an_edgerc_file_can_be_uploaded_in_the_settings() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edgerc = dir.path().join(".edgerc");
+    let host = "akab-upload.luna.akamaiapis.net";
+    std::fs::write(&edgerc, crate::sim_akamai::edgerc(host)).unwrap();
+    let ch = Chrome::start(true).await;
+    ch.goto(&format!("{}/setup", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#publish_server").await;
+    ch.fill("#publish_server", "images.example.com").await;
+    ch.click("#provider-akamai").await;
+    ch.find("#akamai_edgerc_file")
+        .await
+        .send_keys(&edgerc.display().to_string())
+        .await
+        .unwrap();
+    let area = ch.find("#akamai_edgerc").await;
+    for _ in 0..50 {
+        if area
+            .prop("value")
+            .await
+            .unwrap()
+            .is_some_and(|v| v.contains("client_secret"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ch.click("button[value=save]").await;
+    assert_eq!(ch.text("[role=status]").await, "Settings saved.");
+    assert_eq!(
+        ch.find("#akamai_host")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(host)
+    );
+    for field in [
+        "akamai_client_token",
+        "akamai_client_secret",
+        "akamai_access_token",
+    ] {
+        assert!(
+            ch.text(&format!("label[for={field}]"))
+                .await
+                .contains("(set"),
+            "{field}"
+        );
+    }
+    let source = ch.c.source().await.unwrap();
+    assert!(
+        !source.contains(crate::sim_akamai::CLIENT_SECRET),
+        "a credential was rendered back"
+    );
+    ch.close().await;
+}
