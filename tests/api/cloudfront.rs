@@ -122,12 +122,7 @@ async fn urls_stay_submitted_until_cloudfront_reports_completed() {
     // Accepted by CloudFront but not completed: every URL is "submitted", the request in progress.
     let mut submitted = serde_json::Value::Null;
     for _ in 0..100 {
-        let json: serde_json::Value = admin
-            .get_json(&format!("/invalidations/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let json: serde_json::Value = admin.invalidation(id).await;
         if json["urls"]
             .as_array()
             .unwrap()
@@ -410,12 +405,7 @@ async fn a_cloudfront_invalidation_in_progress_does_not_block_the_queue() {
         .await;
     let json = admin.wait_finished(fast).await;
     assert_eq!(json["status"], "succeeded");
-    let waiting: serde_json::Value = admin
-        .get_json(&format!("/invalidations/{slow}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let waiting: serde_json::Value = admin.invalidation(slow).await;
     assert_eq!(
         waiting["status"], "running",
         "CloudFront is still working: {waiting}"

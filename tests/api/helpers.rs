@@ -312,15 +312,19 @@ impl Browser {
         invalidation_id(&r)
     }
 
+    /// The JSON view of invalidation `id`.
+    pub async fn invalidation(&self, id: i64) -> serde_json::Value {
+        self.get_json(&format!("/invalidations/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Polls the JSON view until the invalidation is finished (at most 30 s).
     pub async fn wait_finished(&self, id: i64) -> serde_json::Value {
         for _ in 0..600 {
-            let json: serde_json::Value = self
-                .get_json(&format!("/invalidations/{id}"))
-                .await
-                .json()
-                .await
-                .unwrap();
+            let json: serde_json::Value = self.invalidation(id).await;
             if ["succeeded", "partially_failed", "failed"]
                 .contains(&json["status"].as_str().unwrap())
             {

@@ -247,12 +247,7 @@ async fn queued_invalidations_continue_after_a_restart() {
         .invalidate_urls("https://server.com/is/image/a\nhttps://server.com/is/image/b")
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let json: serde_json::Value = admin
-        .get_json(&format!("/invalidations/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let json: serde_json::Value = admin.invalidation(id).await;
     assert_eq!(json["status"], "queued");
     assert!(node.received().is_empty());
 
@@ -279,18 +274,8 @@ async fn the_estimate_counts_the_queue_ahead() {
         .collect();
     let first = admin.invalidate_urls(&hundred).await;
     let second = admin.invalidate_urls(&hundred).await;
-    let a: serde_json::Value = admin
-        .get_json(&format!("/invalidations/{first}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let b: serde_json::Value = admin
-        .get_json(&format!("/invalidations/{second}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a: serde_json::Value = admin.invalidation(first).await;
+    let b: serde_json::Value = admin.invalidation(second).await;
     // 10 URLs/s before there is history: 100 URLs → 10 s; 100 ahead + 100 → 20 s.
     assert_eq!(a["estimated_seconds"], 10);
     assert_eq!(b["estimated_seconds"], 20);
