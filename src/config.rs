@@ -12,8 +12,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CDN_INVALIDATOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Secret the session cookie key is derived from (at least 32 bytes). Generated and kept
-    /// in the database when unset.
+    /// Secret (at least 32 bytes) that provider credentials are encrypted with and the session
+    /// cookie key is derived from. Required with PostgreSQL: every instance needs the same one.
+    /// With SQLite, a key file beside the database is generated and used when unset.
     #[arg(long, env = "CDN_INVALIDATOR_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// Most URLs one invalidation may hold.
@@ -37,6 +38,10 @@ pub struct ServeArgs {
     /// First retry delay in milliseconds (doubles with each retry, with jitter).
     #[arg(long, env = "CDN_INVALIDATOR_PURGE_BACKOFF_MS", default_value_t = 500)]
     pub purge_backoff_ms: u64,
+    /// Seconds a worker's claim on queued work lasts unrenewed: when an instance dies,
+    /// another takes its work over this long after its last renewal.
+    #[arg(long, env = "CDN_INVALIDATOR_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
 }
 
 /// Everything the application needs to start. (`Debug` hides the secret.)
@@ -81,6 +86,7 @@ impl Config {
                 backoff_base: Duration::from_millis(args.purge_backoff_ms),
                 concurrency: args.purge_concurrency.max(1),
                 timeout: Duration::from_secs(args.purge_timeout.max(1)),
+                lease: Duration::from_secs(args.lease_seconds.max(1)),
                 ..PurgeConfig::default()
             },
             run_worker: true,

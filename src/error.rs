@@ -31,6 +31,19 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
+impl From<crate::invalidations::InvalidationError> for AppError {
+    fn from(e: crate::invalidations::InvalidationError) -> Self {
+        use crate::invalidations::InvalidationError as E;
+        match e {
+            E::NotFound(_) => Self::NotFound(e.to_string()),
+            E::NothingToRetry(m) => Self::BadRequest(m),
+            E::NotAllowed(m) => Self::Unprocessable(m),
+            E::Settings(_) => Self::Internal(e.into()),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<actix_session::SessionInsertError> for AppError {
     fn from(e: actix_session::SessionInsertError) -> Self {
         Self::Internal(anyhow::anyhow!("session: {e}"))

@@ -2,11 +2,14 @@
 
 pub mod cdn;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod invalidations;
 pub mod password;
 pub mod routes;
 pub mod session;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod worker;

@@ -1,7 +1,7 @@
 //! The typed session, the logged-in user extractors and CSRF checks.
 
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Role, User};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;

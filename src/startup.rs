@@ -1,9 +1,10 @@
-//! Builds the application: database, session key, worker, HTTP server.
+//! Builds the application: database, keys, worker, HTTP server.
 
 use crate::config::Config;
+use crate::crypto::MasterKey;
 use crate::routes;
-use crate::session::random_token;
-use crate::store::Store;
+use crate::state::AppState;
+use crate::store::{Backend, Store, sqlite_path};
 use crate::worker::Worker;
 use actix_session::SessionMiddleware;
 use actix_session::storage::CookieSessionStore;
@@ -11,20 +12,13 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
+use anyhow::Context;
 use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "cdn_invalidator_session";
-
-/// Shared by every handler.
-pub struct AppState {
-    pub store: Store,
-    pub config: Config,
-    /// Wakes the purge worker when an invalidation is queued.
-    pub wake_worker: Arc<Notify>,
-}
 
 /// A built, bound, not yet running application.
 pub struct Application {
@@ -34,21 +28,65 @@ pub struct Application {
 
 /// Opens and migrates the configured database.
 pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url).await?;
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("opening {}", crate::store::redact_url(database_url)))?;
     store.migrate().await?;
     Ok(store)
 }
 
-async fn session_key(config: &Config, store: &Store) -> anyhow::Result<Key> {
-    let secret = match &config.secret {
-        Some(secret) => secret.clone(),
-        None => store.session_secret(|| random_token(64)).await?,
-    };
-    anyhow::ensure!(
-        secret.len() >= 32,
-        "CDN_INVALIDATOR_SECRET must be at least 32 bytes long"
-    );
-    Ok(Key::derive_from(secret.as_bytes()))
+/// The key file the embedded SQLite database's credentials are encrypted with, beside it.
+pub fn key_file_for(database_url: &str) -> Option<std::path::PathBuf> {
+    sqlite_path(database_url).map(|db| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".key");
+        name.into()
+    })
+}
+
+/// The master key: from the secret when one is given; for SQLite otherwise from the key file
+/// beside the database (created on first start, owner-only); PostgreSQL requires the secret,
+/// since every instance must hold the same key.
+pub fn master_key(database_url: &str, secret: Option<&str>) -> anyhow::Result<MasterKey> {
+    if let Some(secret) = secret {
+        return MasterKey::from_secret(secret)
+            .context("CDN_INVALIDATOR_SECRET (--secret) cannot be used");
+    }
+    match crate::store::backend_of(database_url)? {
+        Backend::Postgres => anyhow::bail!(
+            "CDN_INVALIDATOR_SECRET (or --secret) is required with PostgreSQL: every instance \
+             must share it (at least 32 bytes, e.g. `openssl rand -hex 32`)"
+        ),
+        Backend::Sqlite => match key_file_for(database_url) {
+            Some(path) => {
+                let (key, created) = MasterKey::load_or_create(&path)?;
+                if created {
+                    tracing::info!(path = %path.display(), "created the key file credentials are encrypted with; back it up with the database");
+                }
+                Ok(key)
+            }
+            // An in-memory database lives as long as the process: so may its key.
+            None => Ok(MasterKey::generate()),
+        },
+    }
+}
+
+/// Opens the database and unlocks its credentials with the configured key: a wrong key stops
+/// the start here with a clear message, and plain-text credentials are encrypted.
+pub async fn open_unlocked_store(
+    database_url: &str,
+    secret: Option<&str>,
+) -> anyhow::Result<(Store, MasterKey)> {
+    let key = master_key(database_url, secret)?;
+    let mut store = open_store(database_url).await?;
+    let report = store.unlock_secrets(key.clone()).await?;
+    if report.encrypted_now > 0 {
+        tracing::info!(
+            count = report.encrypted_now,
+            "encrypted provider credentials stored in plain text"
+        );
+    }
+    Ok((store, key))
 }
 
 fn security_headers() -> DefaultHeaders {
@@ -66,10 +104,15 @@ fn security_headers() -> DefaultHeaders {
 impl Application {
     /// Opens the database, starts the purge worker and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = open_store(&config.database_url).await?;
-        let key = session_key(&config, &store).await?;
+        let (store, master) =
+            open_unlocked_store(&config.database_url, config.secret.as_deref()).await?;
+        let key = Key::from(&master.session_key_material());
         let wake_worker = Arc::new(Notify::new());
         if config.run_worker {
+            if store.backend() == Backend::Sqlite {
+                // One process serves an embedded database: what a previous run held is free.
+                store.release_all_leases().await?;
+            }
             let worker = Worker::new(store.clone(), config.purge.clone(), wake_worker.clone())?;
             tokio::spawn(worker.run());
         }

@@ -4,28 +4,101 @@ use crate::cdn::{self, Attempt, Batch, Context, Poll, ProviderSnapshot, PurgeCon
 use crate::domain::settings::Settings;
 use crate::domain::url_list::HostPolicy;
 use crate::store::{
-    InvalidationStatus, InvalidationUrl, NewBatch, Store, UrlOutcome, UrlStatus, now_millis,
+    ClaimedInvalidation, InvalidationStatus, InvalidationUrl, NewBatch, Store, UrlOutcome,
+    UrlStatus, now_millis,
 };
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use url::Url;
 
 /// Runs purges in the background of the web process. Tests can drive [`Worker::run_once`].
+///
+/// Several workers (one per instance) may share one database: each claims an invalidation
+/// with a lease it keeps renewing, sends only while it holds it, and gives it up when done.
 #[derive(Clone)]
 pub struct Worker {
     store: Store,
     ctx: Context,
     wake: Arc<Notify>,
+    /// This worker's name in leases: unique per process.
+    owner: String,
+    lease: Arc<tokio::sync::Mutex<Leases>>,
     /// When providers were last asked about requests in progress.
     last_poll: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
+/// What the last lease renewal found.
+#[derive(Default)]
+struct Leases {
+    renewed_at: i64,
+    held: HashSet<i64>,
+}
+
 fn jitter() -> f64 {
     OsRng.next_u32() as f64 / u32::MAX as f64
+}
+
+/// What one attempt at a URL leads to: its next state, and whether to send it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub status: UrlStatus,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+    /// Send again after at least this long (when the provider said so), after a backoff.
+    pub retry_after: Option<Option<Duration>>,
+}
+
+/// The pure rule from a provider's answer for a URL to the URL's next state. `attempts` counts
+/// this attempt; `recorded_batch` says the accepted request was recorded (and can be polled).
+pub fn transition(
+    attempt: Attempt,
+    attempts: i64,
+    max_attempts: u32,
+    recorded_batch: bool,
+) -> Transition {
+    let (status, http_status, error, retry_after) = match attempt {
+        Attempt::Done { http_status, note } => (UrlStatus::Succeeded, http_status, note, None),
+        Attempt::Pending { http_status } if recorded_batch => {
+            (UrlStatus::Submitted, http_status, None, None)
+        }
+        // Nothing to poll: the provider's acceptance is all there will be.
+        Attempt::Pending { http_status } => (UrlStatus::Succeeded, http_status, None, None),
+        Attempt::Fail {
+            http_status,
+            reason,
+        } => (UrlStatus::Failed, http_status, Some(reason), None),
+        Attempt::Retry {
+            http_status,
+            reason,
+            ..
+        } if attempts >= i64::from(max_attempts) => (
+            UrlStatus::Failed,
+            http_status,
+            Some(format!("{reason} (gave up after {attempts} attempts)")),
+            None,
+        ),
+        Attempt::Retry {
+            http_status,
+            reason,
+            retry_after,
+        } => (
+            UrlStatus::Retrying,
+            http_status,
+            Some(reason),
+            Some(retry_after),
+        ),
+    };
+    Transition {
+        status,
+        http_status: http_status.map(i64::from),
+        error,
+        retry_after,
+    }
 }
 
 /// A reference that is the same whenever the same URLs of the same invalidation are sent again.
@@ -50,12 +123,57 @@ struct Run<'a> {
 impl Worker {
     pub fn new(store: Store, config: PurgeConfig, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let client = cdn::http_client(&config)?;
+        let owner = format!("worker-{}-{:08x}", std::process::id(), OsRng.next_u32());
         Ok(Self {
             store,
             ctx: Context { client, config },
             wake,
+            owner,
+            lease: Arc::default(),
             last_poll: Arc::default(),
         })
+    }
+
+    /// This worker's name in the database's leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Renews every lease this worker holds and notes which invalidations it still holds.
+    async fn renew(&self, leases: &mut Leases) -> anyhow::Result<()> {
+        let now = now_millis();
+        let held = self
+            .store
+            .renew_leases(&self.owner, self.config().lease)
+            .await?;
+        leases.renewed_at = now;
+        leases.held = held.into_iter().collect();
+        Ok(())
+    }
+
+    /// True while this worker may send for invalidation `id`: it held the lease at the last
+    /// renewal and that renewal has not run out. Renews first when a renewal is due (a worker
+    /// driven by tests has no heartbeat task).
+    async fn holds(&self, id: i64) -> anyhow::Result<bool> {
+        let lease = self.config().lease.as_millis() as i64;
+        let mut leases = self.lease.lock().await;
+        if now_millis() - leases.renewed_at >= lease / 3 {
+            self.renew(&mut leases).await?;
+        }
+        // A margin for the time a request is in flight after this check.
+        Ok(leases.held.contains(&id) && now_millis() < leases.renewed_at + lease * 2 / 3)
+    }
+
+    /// Renews this worker's leases every third of the lease, while the process lives.
+    async fn heartbeat(self) {
+        let every = self.config().lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let mut leases = self.lease.lock().await;
+            if let Err(e) = self.renew(&mut leases).await {
+                tracing::warn!(error = ?e, "lease renewal failed; sending stops until it succeeds");
+            }
+        }
     }
 
     fn config(&self) -> &PurgeConfig {
@@ -65,6 +183,7 @@ impl Worker {
     /// Loops until the process ends: sends queued invalidations one after the other, asks
     /// providers about requests in progress every poll interval, and sleeps until woken.
     pub async fn run(self) {
+        tokio::spawn(self.clone().heartbeat());
         loop {
             match self.run_once().await {
                 // Sent one: look for the next at once (one waiting on its provider is not picked again).
@@ -84,37 +203,46 @@ impl Worker {
     #[tracing::instrument(skip(self))]
     pub async fn run_once(&self) -> anyhow::Result<Option<(i64, InvalidationStatus)>> {
         self.poll_all(false).await?;
-        let Some((id, snapshot_json)) = self.store.next_invalidation_to_send().await? else {
+        let Some(claimed) = self
+            .store
+            .claim_invalidation(&self.owner, self.config().lease)
+            .await?
+        else {
             return Ok(None);
         };
-        self.store.mark_running(id).await?;
-        let created_at = self
-            .store
-            .get_invalidation(id)
-            .await?
-            .map_or_else(now_millis, |i| i.created_at);
+        let id = claimed.id;
+        self.lease.lock().await.held.insert(id);
+        let sent = self.send(&claimed).await;
+        // Sending is over (or failed): what the provider still finishes is polled by any worker.
+        self.store.release_invalidation(id, &self.owner).await?;
+        sent?;
+        let status = self.finish(id).await?;
+        Ok(Some((id, status)))
+    }
+
+    /// Sends the URLs still to send of a claimed invalidation.
+    async fn send(&self, claimed: &ClaimedInvalidation) -> anyhow::Result<()> {
+        let id = claimed.id;
         let pending = self.store.pending_urls(id).await?;
         // Settings may have changed since this was queued: purge only what is still allowed.
         let policy = Settings::parse(&self.store.load_settings().await?)
             .map(|s| s.host_policy())
             .map_err(|e| anyhow::anyhow!("stored settings do not parse: {e:?}"))?;
-        match self.purger(&snapshot_json).await {
+        match self.purger(&claimed.provider_settings).await {
             Ok(purger) => {
                 let run = Run {
                     id,
-                    created_at,
+                    created_at: claimed.created_at,
                     purger: purger.as_ref(),
                     policy: &policy,
                 };
-                self.purge_all(&run, pending).await?;
+                self.purge_all(&run, pending).await
             }
             Err(e) => {
                 let reason = format!("provider settings unusable: {e}");
-                self.store.fail_unfinished_urls(id, &reason).await?;
+                Ok(self.store.fail_unfinished_urls(id, &reason).await?)
             }
         }
-        let status = self.finish(id).await?;
-        Ok(Some((id, status)))
     }
 
     /// The purger for an invalidation's provider snapshot, with the current credentials.
@@ -273,6 +401,11 @@ impl Worker {
     ) -> anyhow::Result<()> {
         while !pending.is_empty() {
             self.wait_for_room(run, pending.len()).await?;
+            // Another worker may have taken this invalidation over (this one stalled past its
+            // lease): stop, never send the same URLs from two workers at once.
+            if !self.holds(run.id).await? {
+                anyhow::bail!("lost the lease on invalidation {}", run.id);
+            }
             let rows: Vec<InvalidationUrl> = pending.iter().map(|(u, _)| u.clone()).collect();
             let batch = Batch {
                 urls: pending.iter().map(|(_, u)| u.clone()).collect(),
@@ -323,49 +456,28 @@ impl Worker {
             let mut wait = Duration::ZERO;
             for ((mut url, parsed), attempt) in pending.into_iter().zip(result.attempts) {
                 url.attempts += 1;
-                let (status, http_status, error) = match attempt {
-                    Attempt::Done { http_status, note } => {
-                        (UrlStatus::Succeeded, http_status, note)
-                    }
-                    Attempt::Pending { http_status } if batch_id.is_some() => {
-                        (UrlStatus::Submitted, http_status, None)
-                    }
-                    Attempt::Pending { http_status } => (UrlStatus::Succeeded, http_status, None),
-                    Attempt::Fail {
-                        http_status,
-                        reason,
-                    } => (UrlStatus::Failed, http_status, Some(reason)),
-                    Attempt::Retry {
-                        http_status,
-                        reason,
+                let next = transition(
+                    attempt,
+                    url.attempts,
+                    self.config().max_attempts,
+                    batch_id.is_some(),
+                );
+                if let Some(retry_after) = next.retry_after {
+                    wait = wait.max(self.config().backoff(
+                        url.attempts as u32,
                         retry_after,
-                    } => {
-                        if url.attempts >= i64::from(self.config().max_attempts) {
-                            let reason =
-                                format!("{reason} (gave up after {} attempts)", url.attempts);
-                            (UrlStatus::Failed, http_status, Some(reason))
-                        } else {
-                            wait = wait.max(self.config().backoff(
-                                url.attempts as u32,
-                                retry_after,
-                                jitter(),
-                            ));
-                            (UrlStatus::Retrying, http_status, Some(reason))
-                        }
-                    }
-                };
-                let http_status = http_status.map(i64::from);
+                        jitter(),
+                    ));
+                    again.push((url.clone(), parsed));
+                }
                 let outcome = UrlOutcome {
-                    status,
+                    status: next.status,
                     attempts: url.attempts,
-                    http_status,
-                    error,
+                    http_status: next.http_status,
+                    error: next.error,
                     batch_id,
                 };
                 outcomes.push((url.id, outcome));
-                if status == UrlStatus::Retrying {
-                    again.push((url, parsed));
-                }
             }
             self.store.record_urls(&outcomes).await?;
             if !again.is_empty() {

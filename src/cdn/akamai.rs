@@ -243,6 +243,15 @@ impl ProviderKind for AkamaiKind {
         5
     }
 
+    /// The token buckets belong to the API client, whose host is its own.
+    fn pacing_key(&self, values: &Values) -> Option<String> {
+        Some(
+            value(self, values, "akamai_host")
+                .trim()
+                .to_ascii_lowercase(),
+        )
+    }
+
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let s = settings(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
         Ok(Box::new(AkamaiPurge::new(ctx.client.clone(), s)))

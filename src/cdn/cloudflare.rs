@@ -152,6 +152,11 @@ impl ProviderKind for CloudflareKind {
         0
     }
 
+    /// Purge rate limits are counted per zone.
+    fn pacing_key(&self, values: &Values) -> Option<String> {
+        Some(value(self, values, "cloudflare_zone_id").trim().to_string())
+    }
+
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let settings = parse(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
         Ok(Box::new(Cloudflare {

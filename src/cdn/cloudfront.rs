@@ -246,6 +246,15 @@ impl ProviderKind for CloudFrontKind {
         0
     }
 
+    /// The 3,000 paths in progress are counted per distribution.
+    fn pacing_key(&self, values: &Values) -> Option<String> {
+        Some(
+            value(self, values, "cloudfront_distribution_id")
+                .trim()
+                .to_string(),
+        )
+    }
+
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let settings = parse_settings(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
         Ok(Box::new(CloudFront {

@@ -190,6 +190,12 @@ pub trait ProviderKind: Send + Sync {
     fn describe(&self, values: &Values) -> String;
     /// Documented seconds from an accepted purge until every edge serves fresh content.
     fn propagation_seconds(&self) -> u64;
+    /// The account whose documented rate limits or caps every sender shares, when there is
+    /// one: invalidations with the same key are sent by one worker at a time, so two
+    /// instances together stay within the account's budget. `None`: no shared budget.
+    fn pacing_key(&self, _values: &Values) -> Option<String> {
+        None
+    }
     /// A purger for validated `values` (secrets included).
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>>;
 }
@@ -256,6 +262,14 @@ impl ProviderSnapshot {
         self.kind().map_or(0, |k| k.propagation_seconds())
     }
 
+    /// See [`ProviderKind::pacing_key`]; empty when the provider has no shared budget.
+    pub fn pacing_key(&self) -> String {
+        self.kind()
+            .and_then(|k| k.pacing_key(&self.values))
+            .map(|key| format!("{}:{key}", self.provider))
+            .unwrap_or_default()
+    }
+
     /// Builds the purger, adding the current `secrets` to the snapshot's values.
     pub fn build(&self, secrets: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let kind = self
@@ -308,6 +322,10 @@ pub struct PurgeConfig {
     pub poll_interval: Duration,
     /// How long a pending request may stay unconfirmed before its URLs are failed.
     pub poll_timeout: Duration,
+    /// How long a worker's claim on an invalidation (and on a provider account) lasts without
+    /// renewal: after a worker dies, another takes its work over this long after its last
+    /// renewal. Renewed every third of it.
+    pub lease: Duration,
 }
 
 impl Default for PurgeConfig {
@@ -320,6 +338,7 @@ impl Default for PurgeConfig {
             concurrency: 8,
             poll_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(60 * 60),
+            lease: Duration::from_secs(30),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod catalogue;
 pub mod estimate;
 pub mod publish_server;
 pub mod settings;
+pub mod status;
 pub mod template;
 pub mod throttle;
 pub mod url_list;

@@ -4,7 +4,7 @@ use super::{Nav, Pager, q, render, see_other};
 use crate::domain::catalogue;
 use crate::error::AppError;
 use crate::session::{AdminUser, CurrentUser};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Asset, AssetSort};
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;

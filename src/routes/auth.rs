@@ -5,7 +5,7 @@ use crate::domain::throttle;
 use crate::error::AppError;
 use crate::password;
 use crate::session::{CsrfForm, CurrentUser, NoFields, TypedSession};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::now_millis;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};

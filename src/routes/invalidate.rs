@@ -1,13 +1,12 @@
 //! Invalidate CDN: the prefilled URL list, its validation, and Continue.
 
 use super::{Nav, render, see_other};
-use crate::domain::estimate::estimate_seconds;
 use crate::domain::settings::Settings;
 use crate::domain::url_list::{self, UrlError};
 use crate::error::AppError;
+use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, random_token};
-use crate::startup::AppState;
-use crate::store::NewInvalidation;
+use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -31,9 +30,7 @@ pub struct InvalidatePage {
 }
 
 pub async fn load_settings(state: &AppState) -> Result<Settings, AppError> {
-    let input = state.store.load_settings().await?;
-    Settings::parse(&input)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored settings do not parse: {e:?}")))
+    Ok(invalidations::load_settings(state).await?)
 }
 
 fn allowed_hosts(settings: &Settings) -> Vec<String> {
@@ -155,9 +152,9 @@ pub async fn submit(
         }
     };
     let urls = list.urls.iter().map(|u| u.as_str().to_string()).collect();
-    let id = queue(
+    let id = invalidations::queue(
         &state,
-        &current,
+        &current.user,
         key.to_string(),
         urls,
         list.duplicates_dropped,
@@ -165,37 +162,4 @@ pub async fn submit(
     )
     .await?;
     Ok(see_other(&format!("/invalidations/{id}")))
-}
-
-/// Stores a new invalidation with the active provider and its estimate, then wakes the worker.
-pub async fn queue(
-    state: &AppState,
-    current: &CurrentUser,
-    idempotency_key: String,
-    urls: Vec<String>,
-    duplicates_dropped: usize,
-    retry_of: Option<i64>,
-) -> Result<i64, AppError> {
-    let provider = super::settings::active_snapshot(&state.store.load_provider().await?);
-    let throughput = state.store.recent_throughput().await?;
-    let total = urls.len() as i64;
-    let new = NewInvalidation {
-        created_by: current.user.id,
-        idempotency_key,
-        provider: provider.provider.clone(),
-        provider_settings: serde_json::to_string(&provider).map_err(anyhow::Error::from)?,
-        urls,
-        duplicates_dropped,
-        retry_of,
-    };
-    let propagation = provider.propagation_seconds();
-    let id = state
-        .store
-        .create_invalidation(&new, |ahead| {
-            estimate_seconds(ahead, total, throughput, propagation)
-        })
-        .await?;
-    state.wake_worker.notify_one();
-    tracing::info!(id, user = %current.user.username, urls = total, "invalidation queued");
-    Ok(id)
 }

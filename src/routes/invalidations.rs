@@ -1,13 +1,13 @@
 //! History, one invalidation's estimate/progress/result (HTML or JSON), and retry.
 
-use super::invalidate::{load_settings, queue};
 use super::{Nav, Pager, fmt_time, q, render, see_other};
 use crate::cdn::ProviderSnapshot;
 use crate::domain::estimate::{describe, describe_duration};
-use crate::domain::url_list;
+
 use crate::error::AppError;
+use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, NoFields, wants_json};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{
     HistoryFilter, Invalidation, InvalidationStatus, InvalidationUrl, PurgeBatch, UrlStatus,
 };
@@ -241,53 +241,7 @@ pub async fn retry(
     id: web::Path<i64>,
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
-    let id = id.into_inner();
-    let inv = find(&state, id).await?;
-    if let Some(existing) = state.store.find_retry_of(id).await? {
-        return Ok(see_other(&format!("/invalidations/{existing}")));
-    }
-    if !inv.status.is_finished() || inv.failed == 0 {
-        return Err(AppError::BadRequest(format!(
-            "Invalidation #{id} has no failed URLs to retry{}.",
-            if inv.status.is_finished() {
-                ""
-            } else {
-                " yet: it is still running"
-            }
-        )));
-    }
-    let failed = state
-        .store
-        .invalidation_urls_with_status(id, UrlStatus::Failed)
-        .await?;
-    // The settings may have changed since: retried URLs pass the same checks as new ones.
-    let settings = load_settings(&state).await?;
-    let text = failed
-        .iter()
-        .map(|u| u.url.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    if let Err(errors) = url_list::parse(&text, &settings.host_policy(), usize::MAX) {
-        let refused: Vec<String> = errors
-            .lines
-            .iter()
-            .map(|e| format!("{} {}", failed[e.line - 1].url, e.reason))
-            .collect();
-        return Err(AppError::Unprocessable(format!(
-            "Nothing was retried: the settings no longer allow {}",
-            refused.join("; ")
-        )));
-    }
-    let urls = failed.into_iter().map(|u| u.url).collect();
-    let new_id = queue(
-        &state,
-        &current,
-        format!("retry-of-{id}"),
-        urls,
-        0,
-        Some(id),
-    )
-    .await?;
+    let new_id = invalidations::retry(&state, &current.user, id.into_inner()).await?;
     Ok(see_other(&format!("/invalidations/{new_id}")))
 }
 

@@ -2,11 +2,11 @@
 //! purges go (the provider and its settings; credentials are write-only).
 
 use super::{Nav, render, see_other};
-use crate::cdn::{self, FieldKind, ProviderKind, ProviderSnapshot, Values};
+use crate::cdn::{self, FieldKind, ProviderSnapshot, Values};
 use crate::domain::settings::{FieldError, Settings, SettingsInput};
 use crate::error::AppError;
 use crate::session::{AdminUser, CsrfForm, CurrentUser, NoFields};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::ProviderChoice;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -110,15 +110,7 @@ pub struct PreviewPartial {
     preview: Preview,
 }
 
-/// The active provider kind of a stored choice (the default when none was chosen).
-pub fn active_kind(choice: &ProviderChoice) -> &'static dyn ProviderKind {
-    cdn::kind(&choice.provider).unwrap_or_else(cdn::default_kind)
-}
-
-/// The snapshot a new invalidation records.
-pub fn active_snapshot(choice: &ProviderChoice) -> ProviderSnapshot {
-    ProviderSnapshot::new(active_kind(choice), &choice.values)
-}
+pub use crate::invalidations::{active_kind, active_snapshot};
 
 fn provider_views(
     selected: &str,

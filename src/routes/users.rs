@@ -5,7 +5,7 @@ use super::{Nav, render, see_other};
 use crate::error::AppError;
 use crate::password;
 use crate::session::{AdminUser, CsrfForm};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Role, StoreError, User};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};

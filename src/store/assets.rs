@@ -2,7 +2,7 @@ use super::{Result, Store, now_millis};
 use crate::domain::{AssetId, AssetKind};
 
 /// A catalogue entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Asset {
     pub id: String,
     pub name: String,
@@ -37,7 +37,7 @@ impl AssetSort {
 
     fn order_by(self) -> &'static str {
         match self {
-            Self::Name => "name COLLATE NOCASE, id",
+            Self::Name => "lower(name), id",
             Self::Modified => "modified_at DESC, id",
         }
     }
@@ -64,7 +64,8 @@ impl Store {
     #[tracing::instrument(skip(self, assets), fields(count = assets.len()))]
     pub async fn upsert_assets(&self, assets: &[(AssetId, String, AssetKind)]) -> Result<()> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        with_pool!(self, p => {
+        let mut tx = p.begin().await?;
         for (id, name, kind) in assets {
             sqlx::query(
                 "INSERT INTO assets (id, name, kind, modified_at) VALUES ($1, $2, $3, $4)
@@ -79,7 +80,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -94,31 +96,30 @@ impl Store {
     ) -> Result<AssetPage> {
         let pattern = like_pattern(q);
         let filter = "lower(id) LIKE $1 ESCAPE '\\' OR lower(name) LIKE $1 ESCAPE '\\'";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM assets WHERE {filter}"))
-            .bind(&pattern)
-            .fetch_one(&self.pool)
-            .await?;
-        let assets = sqlx::query_as::<_, (String, String, String, i64)>(&format!(
+        let count_sql = format!("SELECT COUNT(*) FROM assets WHERE {filter}");
+        let page_sql = format!(
             "SELECT id, name, kind, modified_at FROM assets WHERE {filter} ORDER BY {} LIMIT $2 OFFSET $3",
             sort.order_by()
-        ))
-        .bind(&pattern)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(id, name, kind, modified_at)| Asset { id, name, kind, modified_at })
-        .collect();
+        );
+        let (total, assets) = with_pool!(self, p => {
+            let total: i64 = sqlx::query_scalar(&count_sql).bind(&pattern).fetch_one(p).await?;
+            let assets: Vec<Asset> = sqlx::query_as(&page_sql)
+                .bind(&pattern)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(p)
+                .await?;
+            Ok::<_, sqlx::Error>((total, assets))
+        })?;
         Ok(AssetPage { assets, total })
     }
 
     /// The first asset in name order, used for the template preview.
     pub async fn sample_asset_id(&self) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM assets ORDER BY name COLLATE NOCASE, id LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(with_pool!(self, p => {
+            sqlx::query_scalar("SELECT id FROM assets ORDER BY lower(name), id LIMIT 1")
+                .fetch_optional(p)
+                .await
+        })?)
     }
 }

@@ -1,4 +1,5 @@
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
+use crate::crypto::{self, MasterKey};
 use crate::domain::settings::SettingsInput;
 use std::collections::BTreeMap;
 
@@ -11,16 +12,30 @@ pub struct ProviderChoice {
 }
 
 const SECRET_PREFIX: &str = "secret:";
+/// An encrypted constant: proves at start that the key is the one the credentials were
+/// encrypted with, even before any credential is stored.
+const KEY_CHECK: &str = "key_check";
+
+/// What [`Store::unlock_secrets`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnlockReport {
+    /// Plain-text credentials (from before encryption at rest) encrypted now.
+    pub encrypted_now: usize,
+    /// This database had no key check yet: the key given is now the database's key.
+    pub first_use: bool,
+}
 
 impl Store {
     /// The stored (already normalised) URL settings; missing keys are empty.
     #[tracing::instrument(skip(self))]
     pub async fn load_settings(&self) -> Result<SettingsInput> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT key, value FROM settings WHERE key IN ('publish_server', 'template', 'allowed_hosts')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String)> = with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT key, value FROM settings WHERE key IN ('publish_server', 'template', 'allowed_hosts')",
+            )
+            .fetch_all(p)
+            .await
+        })?;
         let mut input = SettingsInput::default();
         for (key, value) in rows {
             match key.as_str() {
@@ -36,35 +51,58 @@ impl Store {
     /// The chosen provider and the non-secret values of every provider's fields.
     #[tracing::instrument(skip(self))]
     pub async fn load_provider(&self) -> Result<ProviderChoice> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT key, value FROM settings WHERE key IN ('provider', 'provider_values')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT key, value FROM settings WHERE key IN ('provider', 'provider_values')")
+                .fetch_all(p)
+                .await
+        })?;
         let mut choice = ProviderChoice::default();
         for (key, value) in rows {
             match key.as_str() {
                 "provider" => choice.provider = value,
-                _ => choice.values = serde_json::from_str(&value).unwrap_or_default(),
+                _ => {
+                    choice.values = serde_json::from_str(&value).map_err(|e| {
+                        StoreError::Config(format!("stored provider values do not parse: {e}"))
+                    })?
+                }
             }
         }
         Ok(choice)
     }
 
-    /// Provider credentials by field name. Kept apart so they never reach a snapshot or a page.
-    #[tracing::instrument(skip(self))]
-    pub async fn load_secrets(&self) -> Result<BTreeMap<String, String>> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT key, value FROM settings WHERE key LIKE 'secret:%'")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix(SECRET_PREFIX).map(|k| (k.to_string(), v)))
-            .collect())
+    async fn secret_rows(&self) -> Result<Vec<(String, String)>> {
+        Ok(with_pool!(self, p => {
+            sqlx::query_as("SELECT key, value FROM settings WHERE key LIKE 'secret:%' ORDER BY key")
+                .fetch_all(p)
+                .await
+        })?)
     }
 
-    /// Saves URL settings, provider choice and the secrets given (others are kept) in one transaction.
+    fn key(&self) -> Result<&MasterKey> {
+        self.key.as_deref().ok_or_else(|| {
+            StoreError::Config("provider credentials are encrypted and no key was given".into())
+        })
+    }
+
+    /// Provider credentials by field name, decrypted. Kept apart so they never reach a
+    /// snapshot or a page. A value that does not decrypt is an error, never sent to a CDN.
+    #[tracing::instrument(skip(self))]
+    pub async fn load_secrets(&self) -> Result<BTreeMap<String, String>> {
+        let key = self.key()?;
+        let mut secrets = BTreeMap::new();
+        for (name, stored) in self.secret_rows().await? {
+            let plain = key
+                .decrypt(&stored, &name)
+                .map_err(|e| StoreError::Config(format!("setting {name}: {e}")))?;
+            if let Some(field) = name.strip_prefix(SECRET_PREFIX) {
+                secrets.insert(field.to_string(), plain);
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// Saves URL settings, provider choice and the secrets given (encrypted; others are
+    /// kept) in one transaction.
     #[tracing::instrument(skip(self, secrets))]
     pub async fn save_settings(
         &self,
@@ -80,37 +118,84 @@ impl Store {
             ("provider".to_string(), provider.provider.clone()),
             ("provider_values".to_string(), values),
         ];
-        pairs.extend(
-            secrets
-                .iter()
-                .map(|(k, v)| (format!("{SECRET_PREFIX}{k}"), v.clone())),
-        );
-        let mut tx = self.pool.begin().await?;
-        for (key, value) in pairs {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        if !secrets.is_empty() {
+            let key = self.key()?;
+            for (field, value) in secrets {
+                let name = format!("{SECRET_PREFIX}{field}");
+                let sealed = key.encrypt(value, &name);
+                pairs.push((name, sealed));
+            }
         }
-        tx.commit().await?;
+        self.put_settings(&pairs).await
+    }
+
+    /// Upserts settings rows in one transaction.
+    async fn put_settings(&self, pairs: &[(String, String)]) -> Result<()> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (key, value) in pairs {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
-    /// The session key kept in the database, created from `generate` on first use.
-    #[tracing::instrument(skip_all)]
-    pub async fn session_secret(&self, generate: impl FnOnce() -> String) -> Result<String> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ('session_secret', $1) ON CONFLICT (key) DO NOTHING")
-            .bind(generate())
-            .execute(&self.pool)
-            .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'session_secret'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+    /// Takes the key credentials are encrypted with: checks it against the database's key
+    /// check (a wrong key is a clear error here, at start), records it on first use, and
+    /// encrypts credentials still stored in plain text (from before encryption at rest).
+    pub async fn unlock_secrets(&mut self, key: MasterKey) -> Result<UnlockReport> {
+        let check: Option<String> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(KEY_CHECK)
+                .fetch_optional(p)
+                .await
+        })?;
+        let mut report = UnlockReport::default();
+        let mut pairs = Vec::new();
+        match check {
+            Some(stored) => key
+                .verify_check_value(&stored)
+                .map_err(|e| StoreError::Config(e.to_string()))?,
+            None => {
+                report.first_use = true;
+                pairs.push((KEY_CHECK.to_string(), key.check_value()));
+            }
+        }
+        for (name, stored) in self.secret_rows().await? {
+            if crypto::is_encrypted(&stored) {
+                key.decrypt(&stored, &name)
+                    .map_err(|e| StoreError::Config(format!("setting {name}: {e}")))?;
+            } else {
+                pairs.push((name.clone(), key.encrypt(&stored, &name)));
+                report.encrypted_now += 1;
+            }
+        }
+        // A new key check and the upgraded values land together or not at all.
+        self.put_settings(&pairs).await?;
+        self.key = Some(std::sync::Arc::new(key));
+        Ok(report)
+    }
+
+    /// Re-encrypts every credential and the key check under `new` (the store must be
+    /// unlocked with the current key), in one transaction. Returns how many were re-encrypted.
+    pub async fn rotate_key(&mut self, new: MasterKey) -> Result<usize> {
+        let secrets = self.load_secrets().await?;
+        let mut pairs = vec![(KEY_CHECK.to_string(), new.check_value())];
+        for (field, value) in &secrets {
+            let name = format!("{SECRET_PREFIX}{field}");
+            let sealed = new.encrypt(value, &name);
+            pairs.push((name, sealed));
+        }
+        self.put_settings(&pairs).await?;
+        self.key = Some(std::sync::Arc::new(new));
+        Ok(secrets.len())
     }
 }

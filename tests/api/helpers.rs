@@ -30,6 +30,67 @@ pub struct TestApp {
     pub database_url: String,
     /// Keeps the database directory alive as long as the app.
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of this test, dropped with it.
+    pub postgres: Option<std::sync::Arc<PgDatabase>>,
+}
+
+/// The secret tests give the app on PostgreSQL (required there; SQLite uses its key file).
+pub const TEST_SECRET: &str = "test-secret-for-postgres-0123456789abcdef";
+
+/// True when the suite runs against PostgreSQL (`CDN_TEST_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("CDN_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// A fresh PostgreSQL database for one test, created from `CDN_TEST_POSTGRES_URL` (a server
+/// URL whose user may create databases) and dropped, with its connections, when dropped.
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let admin_url = std::env::var("CDN_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("cdnt_{}", cdn_invalidator::session::random_token(8));
+        let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&admin_url)
+            .await
+            .expect("CDN_TEST_POSTGRES_URL reachable");
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Self {
+            admin_url,
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await
+                {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::Executor::execute(&mut admin, sql.as_str()).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Starts the app with fast retries, as tests want.
@@ -39,6 +100,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::with_database(database_url);
+    if database_url.starts_with("postgres") {
+        config.secret = Some(TEST_SECRET.into());
+    }
     config.purge.backoff_base = Duration::from_millis(20);
     config.purge.backoff_max = Duration::from_millis(200);
     config.purge.timeout = Duration::from_secs(3);
@@ -48,10 +112,20 @@ pub fn test_config(database_url: &str) -> Config {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let database_url = format!("sqlite://{}/test.db", dir.path().display());
+    let postgres = if on_postgres() {
+        Some(std::sync::Arc::new(PgDatabase::create().await))
+    } else {
+        None
+    };
+    let database_url = match &postgres {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}/test.db", dir.path().display()),
+    };
     let mut config = test_config(&database_url);
     adjust(&mut config);
-    start(config, dir).await
+    let mut app = start(config, dir).await;
+    app.postgres = postgres;
+    app
 }
 
 pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
@@ -63,6 +137,7 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
         address,
         database_url,
         dir,
+        postgres: None,
     }
 }
 

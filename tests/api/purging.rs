@@ -420,9 +420,14 @@ async fn an_invalidation_interrupted_mid_run_resumes_where_it_stopped() {
         .invalidate_urls("https://server.com/is/image/done\nhttps://server.com/is/image/retrying")
         .await;
 
-    // The state a crash would leave: running, one URL purged, one after two failed attempts.
+    // The state a crash would leave: claimed by a worker that is gone, one URL purged, one
+    // after two failed attempts.
     let store = Store::connect(&paused.database_url).await.unwrap();
-    store.mark_running(id).await.unwrap();
+    let claimed = store
+        .claim_invalidation("crashed-worker", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|c| c.id), Some(id));
     let urls = store.invalidation_urls(id).await.unwrap();
     let outcome = |status, attempts, http_status, error: Option<&str>| UrlOutcome {
         status,

@@ -59,6 +59,7 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         address: base,
         database_url: database,
         dir,
+        postgres: None,
     };
 
     // A full flow: setup, settings, users, import, a failing purge with its error, history, JSON.

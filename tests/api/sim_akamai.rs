@@ -445,10 +445,14 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
     use cdn_invalidator::worker::Worker;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
+    let mut store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
         .await
         .unwrap();
     store.migrate().await.unwrap();
+    store
+        .unlock_secrets(cdn_invalidator::crypto::MasterKey::generate())
+        .await
+        .unwrap();
     let user = store
         .create_user("bench", "not-a-password-hash", Role::User)
         .await
@@ -504,6 +508,7 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
                 urls,
                 duplicates_dropped: 0,
                 retry_of: None,
+                pacing_key: snapshot.pacing_key(),
             },
             |_| 0,
         )
