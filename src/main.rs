@@ -3,8 +3,11 @@
 use anyhow::Context;
 use cdn_invalidator::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
 use cdn_invalidator::domain::catalogue;
-use cdn_invalidator::startup::{Application, open_store};
-use cdn_invalidator::store::Role;
+use cdn_invalidator::crypto::MasterKey;
+use cdn_invalidator::startup::{
+    Application, key_file_for, master_key, open_store, open_unlocked_store, pending_key_file,
+};
+use cdn_invalidator::store::{Role, redact_url};
 use cdn_invalidator::{password, routes::check_username};
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
@@ -33,8 +36,31 @@ struct ServeOnly {
 enum Command {
     /// Run the web application (the default).
     Serve(ServeArgs),
-    /// Create or upgrade the database schema.
-    Migrate,
+    /// Create or upgrade the database schema (and encrypt plain-text credentials when the
+    /// key is at hand: the secret, or the key file of an SQLite database).
+    Migrate {
+        #[arg(long, env = "CDN_INVALIDATOR_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Re-encrypt stored provider credentials under a new key.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Copy every user, setting, asset and invalidation into another, empty database, e.g.
+    /// from the embedded SQLite file to PostgreSQL. Stop the app first.
+    Copy {
+        /// The target database URL (migrated here; must have no users yet).
+        #[arg(long)]
+        to: String,
+        /// The secret of the source database (unset: its key file, for SQLite).
+        #[arg(long, env = "CDN_INVALIDATOR_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// The secret the target will run with (required for PostgreSQL; unset for an SQLite
+        /// target: its key file).
+        #[arg(long, env = "CDN_INVALIDATOR_TARGET_SECRET", hide_env_values = true)]
+        to_secret: Option<String>,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -54,6 +80,21 @@ enum UserCommand {
         name: String,
         #[arg(long, value_parser = ["admin", "user"], default_value = "user")]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Re-encrypt the credentials with a new secret (`--new-secret`), or, for SQLite without
+    /// a secret, with a newly generated key file. Stop every instance first; start them again
+    /// with the new secret.
+    Rotate {
+        /// The current secret (unset: the SQLite database's key file).
+        #[arg(long, env = "CDN_INVALIDATOR_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// The new secret, at least 32 bytes.
+        #[arg(long, env = "CDN_INVALIDATOR_NEW_SECRET", hide_env_values = true)]
+        new_secret: Option<String>,
     },
 }
 
@@ -86,9 +127,36 @@ async fn main() -> anyhow::Result<()> {
             );
             app.run_until_stopped().await?;
         }
-        Command::Migrate => {
-            open_store(&cli.database).await?;
+        Command::Migrate { secret } => {
+            let key_at_hand = secret.is_some() || key_file_for(&cli.database).is_some();
+            if key_at_hand {
+                open_unlocked_store(&cli.database, secret.as_deref()).await?;
+            } else {
+                open_store(&cli.database).await?;
+                println!("credentials are encrypted at the first start with CDN_INVALIDATOR_SECRET");
+            }
             println!("database is up to date");
+        }
+        Command::Secret {
+            command: SecretCommand::Rotate { secret, new_secret },
+        } => rotate_secret(&cli.database, secret, new_secret).await?,
+        Command::Copy {
+            to,
+            secret,
+            to_secret,
+        } => {
+            let (source, _) = open_unlocked_store(&cli.database, secret.as_deref()).await?;
+            let target_key = master_key(&to, to_secret.as_deref())?;
+            let target = open_store(&to).await?;
+            let report = source.copy_into(&target, &target_key).await?;
+            for (table, rows) in &report.tables {
+                println!("{table}: {rows} rows");
+            }
+            println!(
+                "copied into {}; {} provider credentials re-encrypted for it",
+                redact_url(&to),
+                report.credentials
+            );
         }
         Command::User {
             command: UserCommand::Add { name, role },
@@ -125,6 +193,42 @@ async fn main() -> anyhow::Result<()> {
             store.upsert_assets(&rows).await?;
             println!("imported {} assets", rows.len());
         }
+    }
+    Ok(())
+}
+
+/// `secret rotate`: re-encrypts every credential under the new key in one transaction. With a
+/// key file, the new key is written beside the old one first and replaces it only once the
+/// database holds values encrypted with it.
+async fn rotate_secret(
+    database: &str,
+    secret: Option<String>,
+    new_secret: Option<String>,
+) -> anyhow::Result<()> {
+    let (mut store, _) = open_unlocked_store(database, secret.as_deref()).await?;
+    match (new_secret, key_file_for(database)) {
+        (Some(new_secret), _) => {
+            let new = MasterKey::from_secret(&new_secret).context("the new secret")?;
+            let count = store.rotate_key(new).await?;
+            println!(
+                "{count} credentials re-encrypted; start every instance with the new CDN_INVALIDATOR_SECRET"
+            );
+        }
+        (None, Some(path)) if secret.is_none() => {
+            let new = MasterKey::generate();
+            let pending = pending_key_file(&path);
+            new.write_to(&pending)?;
+            let count = store.rotate_key(new).await?;
+            std::fs::rename(&pending, &path)
+                .with_context(|| format!("replacing {} with {}", path.display(), pending.display()))?;
+            println!(
+                "{count} credentials re-encrypted under a new key in {}",
+                path.display()
+            );
+        }
+        _ => anyhow::bail!(
+            "give the new secret with --new-secret or CDN_INVALIDATOR_NEW_SECRET (at least 32 bytes)"
+        ),
     }
     Ok(())
 }

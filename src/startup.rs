@@ -79,14 +79,41 @@ pub async fn open_unlocked_store(
 ) -> anyhow::Result<(Store, MasterKey)> {
     let key = master_key(database_url, secret)?;
     let mut store = open_store(database_url).await?;
-    let report = store.unlock_secrets(key.clone()).await?;
+    let report = match store.unlock_secrets(key.clone()).await {
+        Ok(report) => report,
+        Err(e) => match (secret, key_file_for(database_url)) {
+            // A key-file rotation stopped between its commit and the file's replacement:
+            // the database already holds values encrypted with the new key, beside the old.
+            (None, Some(path)) if pending_key_file(&path).exists() => {
+                let pending = pending_key_file(&path);
+                let (new, _) = MasterKey::load_or_create(&pending)?;
+                let report = store.unlock_secrets(new.clone()).await.map_err(|_| e)?;
+                std::fs::rename(&pending, &path)?;
+                tracing::info!(path = %path.display(), "finished an interrupted key rotation");
+                log_upgrade(report);
+                return Ok((store, new));
+            }
+            _ => return Err(e.into()),
+        },
+    };
+    log_upgrade(report);
+    Ok((store, key))
+}
+
+/// Where `secret rotate` writes a key file's successor before the database is re-encrypted.
+pub fn pending_key_file(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    name.into()
+}
+
+fn log_upgrade(report: crate::store::UnlockReport) {
     if report.encrypted_now > 0 {
         tracing::info!(
             count = report.encrypted_now,
             "encrypted provider credentials stored in plain text"
         );
     }
-    Ok((store, key))
 }
 
 fn security_headers() -> DefaultHeaders {

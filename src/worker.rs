@@ -517,3 +517,80 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(after: Option<Duration>) -> Attempt {
+        Attempt::Retry {
+            http_status: Some(503),
+            reason: "HTTP 503".into(),
+            retry_after: after,
+        }
+    }
+
+    #[test]
+    fn a_done_purge_succeeds_with_its_note() {
+        let t = transition(
+            Attempt::Done {
+                http_status: Some(404),
+                note: Some("was not cached".into()),
+            },
+            1,
+            5,
+            false,
+        );
+        assert_eq!(t.status, UrlStatus::Succeeded);
+        assert_eq!(t.http_status, Some(404));
+        assert_eq!(t.error.as_deref(), Some("was not cached"));
+        assert_eq!(t.retry_after, None);
+    }
+
+    #[test]
+    fn an_accepted_purge_waits_only_when_its_request_can_be_polled() {
+        let pending = || Attempt::Pending {
+            http_status: Some(201),
+        };
+        assert_eq!(
+            transition(pending(), 1, 5, true).status,
+            UrlStatus::Submitted
+        );
+        assert_eq!(
+            transition(pending(), 1, 5, false).status,
+            UrlStatus::Succeeded
+        );
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_until_the_attempts_run_out() {
+        let after = Some(Duration::from_secs(2));
+        let t = transition(retry(after), 4, 5, false);
+        assert_eq!(t.status, UrlStatus::Retrying);
+        assert_eq!(t.retry_after, Some(after));
+        assert_eq!(t.error.as_deref(), Some("HTTP 503"));
+        let last = transition(retry(after), 5, 5, false);
+        assert_eq!(last.status, UrlStatus::Failed);
+        assert_eq!(last.retry_after, None);
+        assert_eq!(
+            last.error.as_deref(),
+            Some("HTTP 503 (gave up after 5 attempts)")
+        );
+    }
+
+    #[test]
+    fn a_permanent_failure_fails_at_once() {
+        let t = transition(
+            Attempt::Fail {
+                http_status: Some(403),
+                reason: "forbidden".into(),
+            },
+            1,
+            5,
+            true,
+        );
+        assert_eq!(t.status, UrlStatus::Failed);
+        assert_eq!(t.retry_after, None);
+        assert_eq!(t.http_status, Some(403));
+    }
+}

@@ -19,12 +19,14 @@ macro_rules! with_pool {
 }
 
 mod assets;
+mod copy;
 mod invalidations;
 mod settings;
 mod users;
 
 pub use crate::domain::status::{InvalidationStatus, Role, UrlStatus};
 pub use assets::{Asset, AssetPage, AssetSort};
+pub use copy::CopyReport;
 pub use invalidations::{
     ClaimedInvalidation, HistoryFilter, HistoryPage, Invalidation, InvalidationUrl, NewBatch,
     NewInvalidation, PurgeBatch, UrlOutcome,

@@ -11,10 +11,10 @@ pub struct ProviderChoice {
     pub values: BTreeMap<String, String>,
 }
 
-const SECRET_PREFIX: &str = "secret:";
+pub(super) const SECRET_PREFIX: &str = "secret:";
 /// An encrypted constant: proves at start that the key is the one the credentials were
 /// encrypted with, even before any credential is stored.
-const KEY_CHECK: &str = "key_check";
+pub(super) const KEY_CHECK: &str = "key_check";
 
 /// What [`Store::unlock_secrets`] found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -19,6 +19,7 @@ mod fastly;
 mod history;
 mod invalidate;
 mod purging;
+mod races;
 mod secrets;
 mod security;
 mod settings;
