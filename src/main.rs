@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use cdn_invalidator::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
-use cdn_invalidator::domain::catalogue;
 use cdn_invalidator::crypto::MasterKey;
+use cdn_invalidator::domain::catalogue;
 use cdn_invalidator::startup::{
     Application, key_file_for, master_key, open_store, open_unlocked_store, pending_key_file,
 };
@@ -133,7 +133,9 @@ async fn main() -> anyhow::Result<()> {
                 open_unlocked_store(&cli.database, secret.as_deref()).await?;
             } else {
                 open_store(&cli.database).await?;
-                println!("credentials are encrypted at the first start with CDN_INVALIDATOR_SECRET");
+                println!(
+                    "credentials are encrypted at the first start with CDN_INVALIDATOR_SECRET"
+                );
             }
             println!("database is up to date");
         }
@@ -219,8 +221,9 @@ async fn rotate_secret(
             let pending = pending_key_file(&path);
             new.write_to(&pending)?;
             let count = store.rotate_key(new).await?;
-            std::fs::rename(&pending, &path)
-                .with_context(|| format!("replacing {} with {}", path.display(), pending.display()))?;
+            std::fs::rename(&pending, &path).with_context(|| {
+                format!("replacing {} with {}", path.display(), pending.display())
+            })?;
             println!(
                 "{count} credentials re-encrypted under a new key in {}",
                 path.display()

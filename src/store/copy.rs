@@ -179,7 +179,13 @@ impl Store {
         report.tables = tables;
         if target.backend() == Backend::Postgres {
             // Rows came with their ids: the identity columns continue after the largest.
-            for table in ["users", "invalidations", "purge_batches", "invalidation_urls", "login_failures"] {
+            for table in [
+                "users",
+                "invalidations",
+                "purge_batches",
+                "invalidation_urls",
+                "login_failures",
+            ] {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
                 );

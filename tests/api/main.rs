@@ -18,6 +18,7 @@ mod cloudfront;
 mod fastly;
 mod history;
 mod invalidate;
+mod keys;
 mod purging;
 mod races;
 mod secrets;

@@ -38,7 +38,11 @@ impl Shared {
 
     /// Store `a` for even `i`, `b` for odd: every race is between two pools.
     fn pick(&self, i: usize) -> &Store {
-        if i % 2 == 0 { &self.a } else { &self.b }
+        if i.is_multiple_of(2) {
+            &self.a
+        } else {
+            &self.b
+        }
     }
 }
 
@@ -76,14 +80,13 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
         let (dx, dy) = (dx.unwrap(), dy.unwrap());
         assert!(!(dx && dy), "round {round}: both changes went through");
         assert!(dx || dy, "round {round}: one of them must succeed");
-        let admins = db
-            .a
-            .list_users()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|u| u.role == Role::Admin && !u.disabled)
-            .count();
+        let admins =
+            db.a.list_users()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|u| u.role == Role::Admin && !u.disabled)
+                .count();
         assert_eq!(admins, 1, "round {round}: exactly one enabled admin left");
         // Back to two enabled admins for the next round.
         for id in [x, y] {
@@ -96,15 +99,20 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
 #[tokio::test]
 async fn parallel_login_attempts_each_see_the_others() {
     let db = Shared::open().await;
-    let attempts = join_all(
-        (0..20).map(|i| db.pick(i).begin_login_attempt("victim", "198.51.100.7", 0)),
-    )
-    .await;
-    let mut by_user: Vec<i64> = attempts.iter().map(|a| a.as_ref().unwrap().by_user).collect();
+    let attempts =
+        join_all((0..20).map(|i| db.pick(i).begin_login_attempt("victim", "198.51.100.7", 0)))
+            .await;
+    let mut by_user: Vec<i64> = attempts
+        .iter()
+        .map(|a| a.as_ref().unwrap().by_user)
+        .collect();
     by_user.sort_unstable();
     // Counted one after the other: the n-th attempt sees n failures, whichever instance.
     assert_eq!(by_user, (1..=20).collect::<Vec<i64>>());
-    let mut by_client: Vec<i64> = attempts.iter().map(|a| a.as_ref().unwrap().by_client).collect();
+    let mut by_client: Vec<i64> = attempts
+        .iter()
+        .map(|a| a.as_ref().unwrap().by_client)
+        .collect();
     by_client.sort_unstable();
     assert_eq!(by_client, (1..=20).collect::<Vec<i64>>());
 }
@@ -150,7 +158,10 @@ async fn concurrent_submits_each_count_the_urls_queued_before_them() {
 async fn queue_some(store: &Store, count: usize, pacing_key: &str) -> Vec<i64> {
     let user = match store.find_user_by_name("queuer").await.unwrap() {
         Some(u) => u.id,
-        None => store.create_user("queuer", "hash", Role::User).await.unwrap(),
+        None => store
+            .create_user("queuer", "hash", Role::User)
+            .await
+            .unwrap(),
     };
     let mut ids = Vec::new();
     for i in 0..count {
@@ -210,6 +221,9 @@ async fn one_worker_at_a_time_sends_to_a_rate_limited_account_until_its_lease_ex
     // a stops renewing (it died): once the lease has run out, b takes the account over.
     tokio::time::sleep(short + std::time::Duration::from_millis(100)).await;
     let taken = db.b.claim_invalidation("b", short).await.unwrap().unwrap();
-    assert_eq!(taken.id, ids[0], "the oldest with URLs still to send comes first");
+    assert_eq!(
+        taken.id, ids[0],
+        "the oldest with URLs still to send comes first"
+    );
     assert!(db.a.claim_invalidation("a", short).await.unwrap().is_none());
 }
