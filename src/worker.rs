@@ -9,8 +9,9 @@ use crate::store::{
 };
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -37,6 +38,54 @@ pub struct Worker {
 struct Leases {
     renewed_at: i64,
     held: HashSet<i64>,
+}
+
+/// Writes URL outcomes in group commits from its own task: many URLs per transaction, a few
+/// transactions per second, while requests keep flowing. Crash safety holds: an outcome is
+/// only recorded after its request was answered, and a URL sent but not yet recorded is
+/// still pending, so it is simply sent again after a crash.
+struct Recorder {
+    sender: tokio::sync::mpsc::UnboundedSender<(i64, UrlOutcome)>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Recorder {
+    /// Most outcomes per transaction, and the longest an outcome waits for its group.
+    const GROUP: usize = 4_000;
+    const LINGER: Duration = Duration::from_millis(100);
+
+    fn start(store: Store) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut group = Vec::with_capacity(Self::GROUP);
+            while let Some(first) = receiver.recv().await {
+                group.push(first);
+                let deadline = tokio::time::Instant::now() + Self::LINGER;
+                while group.len() < Self::GROUP {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(next)) => group.push(next),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                store.record_urls(&group).await?;
+                group.clear();
+            }
+            Ok(())
+        });
+        Self { sender, task }
+    }
+
+    fn record(&self, url_id: i64, outcome: UrlOutcome) -> anyhow::Result<()> {
+        self.sender
+            .send((url_id, outcome))
+            .map_err(|_| anyhow::anyhow!("the outcome recorder stopped"))
+    }
+
+    /// Writes what is still queued and ends the task.
+    async fn finish(self) -> anyhow::Result<()> {
+        drop(self.sender);
+        self.task.await?
+    }
 }
 
 fn jitter() -> f64 {
@@ -286,64 +335,64 @@ impl Worker {
         Ok(())
     }
 
+    /// Sends every URL still to send of a run. Up to `concurrency` requests are in flight; a
+    /// request waiting out its backoff or `Retry-After` holds no slot, so waiting URLs never
+    /// stop others from being sent. Outcomes of requests without a provider receipt (HTTP
+    /// PURGE) go to a [`Recorder`] that commits them in groups, so sending never waits for the
+    /// database.
     async fn purge_all(&self, run: &Run<'_>, pending: Vec<InvalidationUrl>) -> anyhow::Result<()> {
+        let recorder = Recorder::start(self.store.clone());
+        let sent = self.send_all(run, pending, &recorder).await;
+        // Whatever happened, what was learnt is written before the run ends.
+        let recorded = recorder.finish().await;
+        sent.and(recorded)
+    }
+
+    async fn send_all(
+        &self,
+        run: &Run<'_>,
+        pending: Vec<InvalidationUrl>,
+        recorder: &Recorder,
+    ) -> anyhow::Result<()> {
         let mut ready = Vec::new();
         for url in pending {
-            match Url::parse(&url.url) {
-                Ok(parsed) if !run.policy.allows(&parsed) => {
-                    let reason =
-                        "not sent: its host is no longer the publish server or an allowed host"
-                            .to_string();
-                    self.record(
-                        &url,
-                        UrlStatus::Failed,
-                        url.attempts,
-                        None,
-                        Some(reason),
-                        None,
-                    )
-                    .await?;
-                }
+            let refused = match Url::parse(&url.url) {
+                Ok(parsed) if !run.policy.allows(&parsed) => Some((
+                    None,
+                    "not sent: its host is no longer the publish server or an allowed host".into(),
+                )),
                 Ok(parsed) if url.attempts < i64::from(self.config().max_attempts) => {
-                    ready.push((url, parsed))
+                    ready.push((url, parsed));
+                    continue;
                 }
-                Ok(_) => {
-                    let reason = url
-                        .error
+                Ok(_) => Some((
+                    url.http_status,
+                    url.error
                         .clone()
-                        .unwrap_or_else(|| "no attempts left".into());
-                    self.record(
-                        &url,
-                        UrlStatus::Failed,
-                        url.attempts,
-                        url.http_status,
-                        Some(reason),
-                        None,
-                    )
-                    .await?;
-                }
-                Err(e) => {
-                    self.record(
-                        &url,
-                        UrlStatus::Failed,
-                        url.attempts,
-                        None,
-                        Some(format!("not a URL: {e}")),
-                        None,
-                    )
-                    .await?;
-                }
+                        .unwrap_or_else(|| "no attempts left".into()),
+                )),
+                Err(e) => Some((None, format!("not a URL: {e}"))),
+            };
+            if let Some((http_status, reason)) = refused {
+                let outcome = UrlOutcome {
+                    status: UrlStatus::Failed,
+                    attempts: url.attempts,
+                    http_status,
+                    error: Some(reason),
+                    batch_id: None,
+                };
+                recorder.record(url.id, outcome)?;
             }
         }
         let parsed: Vec<Url> = ready.iter().map(|(_, u)| u.clone()).collect();
-        let mut batches = Vec::new();
+        let mut queue: VecDeque<Vec<(InvalidationUrl, Url)>> = VecDeque::new();
         let mut rest = ready.into_iter();
         for size in run.purger.batch_sizes(&parsed) {
-            batches.push(rest.by_ref().take(size.max(1)).collect::<Vec<_>>());
+            queue.push_back(rest.by_ref().take(size.max(1)).collect());
         }
         let leftover: Vec<_> = rest.collect();
         if !leftover.is_empty() {
-            batches.push(leftover);
+            queue.push_back(leftover);
         }
         // A provider with a cap on work in progress is fed one batch at a time.
         let concurrency = if run.purger.max_pending().is_some() {
@@ -351,31 +400,45 @@ impl Worker {
         } else {
             self.config().concurrency.max(1)
         };
-        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(batches)
-            .map(|batch| self.purge_batch(run, batch))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
-
-    async fn record(
-        &self,
-        url: &InvalidationUrl,
-        status: UrlStatus,
-        attempts: i64,
-        http_status: Option<i64>,
-        error: Option<String>,
-        batch_id: Option<i64>,
-    ) -> anyhow::Result<()> {
-        let outcome = UrlOutcome {
-            status,
-            attempts,
-            http_status,
-            error,
-            batch_id,
-        };
-        Ok(self.store.record_url(url.id, &outcome).await?)
+        // Requests waiting to be sent again, earliest first.
+        let mut waiting: BTreeMap<(tokio::time::Instant, u64), Vec<(InvalidationUrl, Url)>> =
+            BTreeMap::new();
+        let mut sequence = 0u64;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let now = tokio::time::Instant::now();
+            while let Some(entry) = waiting.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                queue.push_back(entry.remove());
+            }
+            while in_flight.len() < concurrency
+                && let Some(batch) = queue.pop_front()
+            {
+                in_flight.push(self.send_batch(run, batch, recorder));
+            }
+            let next_due = waiting.keys().next().map(|(at, _)| *at);
+            if in_flight.is_empty() {
+                match next_due {
+                    None => return Ok(()),
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                Some(result) = in_flight.next() => {
+                    let (again, wait) = result?;
+                    if !again.is_empty() {
+                        sequence += 1;
+                        waiting.insert((tokio::time::Instant::now() + wait, sequence), again);
+                    }
+                }
+                _ = tokio::time::sleep_until(next_due.unwrap_or(now)), if next_due.is_some() => {}
+            }
+        }
     }
 
     /// Waits until `count` more URLs fit under the provider's cap on work in progress.
@@ -393,99 +456,105 @@ impl Worker {
         }
     }
 
-    /// Sends one batch, retrying the URLs that failed transiently until they succeed or run out of attempts.
-    async fn purge_batch(
+    /// Sends one batch once and records what became of each URL. Returns the URLs to send
+    /// again and how long to wait first.
+    async fn send_batch(
         &self,
         run: &Run<'_>,
-        mut pending: Vec<(InvalidationUrl, Url)>,
-    ) -> anyhow::Result<()> {
-        while !pending.is_empty() {
-            self.wait_for_room(run, pending.len()).await?;
-            // Another worker may have taken this invalidation over (this one stalled past its
-            // lease): stop, never send the same URLs from two workers at once.
-            if !self.holds(run.id).await? {
-                anyhow::bail!("lost the lease on invalidation {}", run.id);
-            }
-            let rows: Vec<InvalidationUrl> = pending.iter().map(|(u, _)| u.clone()).collect();
-            let batch = Batch {
-                urls: pending.iter().map(|(_, u)| u.clone()).collect(),
-                reference: batch_reference(run.id, &rows),
-            };
-            let mut result = run.purger.purge(&batch).await;
-            if result.attempts.len() != pending.len() {
-                let reason = format!(
-                    "the provider answered for {} of {} URLs",
-                    result.attempts.len(),
-                    pending.len()
-                );
-                result.attempts = vec![
-                    Attempt::Fail {
-                        http_status: None,
-                        reason
-                    };
-                    pending.len()
-                ];
-            }
-            let batch_id = match &result.receipt {
-                Some(receipt) => {
-                    let waits = result
-                        .attempts
-                        .iter()
-                        .any(|a| matches!(a, Attempt::Pending { .. }));
-                    if let Some(seconds) = receipt.estimated_seconds {
-                        let elapsed = (now_millis() - run.created_at).max(0) / 1000;
-                        self.store
-                            .raise_estimate(run.id, elapsed + seconds as i64)
-                            .await?;
-                    }
-                    let new = NewBatch {
-                        invalidation_id: run.id,
-                        reference: &batch.reference,
-                        provider_id: receipt.provider_id.as_deref(),
-                        support_id: receipt.support_id.as_deref(),
-                        estimated_seconds: receipt.estimated_seconds.map(|s| s as i64),
-                        url_count: pending.len() as i64,
-                        pending: waits && receipt.provider_id.is_some(),
-                    };
-                    Some(self.store.record_batch(&new).await?)
-                }
-                None => None,
-            };
-            let mut again = Vec::new();
-            let mut outcomes = Vec::with_capacity(pending.len());
-            let mut wait = Duration::ZERO;
-            for ((mut url, parsed), attempt) in pending.into_iter().zip(result.attempts) {
-                url.attempts += 1;
-                let next = transition(
-                    attempt,
-                    url.attempts,
-                    self.config().max_attempts,
-                    batch_id.is_some(),
-                );
-                if let Some(retry_after) = next.retry_after {
-                    wait = wait.max(self.config().backoff(
-                        url.attempts as u32,
-                        retry_after,
-                        jitter(),
-                    ));
-                    again.push((url.clone(), parsed));
-                }
-                let outcome = UrlOutcome {
-                    status: next.status,
-                    attempts: url.attempts,
-                    http_status: next.http_status,
-                    error: next.error,
-                    batch_id,
-                };
-                outcomes.push((url.id, outcome));
-            }
-            self.store.record_urls(&outcomes).await?;
-            if !again.is_empty() {
-                tokio::time::sleep(wait).await;
-            }
-            pending = again;
+        pending: Vec<(InvalidationUrl, Url)>,
+        recorder: &Recorder,
+    ) -> anyhow::Result<(Vec<(InvalidationUrl, Url)>, Duration)> {
+        self.wait_for_room(run, pending.len()).await?;
+        // Another worker may have taken this invalidation over (this one stalled past its
+        // lease): stop, never send the same URLs from two workers at once.
+        if !self.holds(run.id).await? {
+            anyhow::bail!("lost the lease on invalidation {}", run.id);
         }
-        Ok(())
+        let (rows, urls): (Vec<InvalidationUrl>, Vec<Url>) = pending.into_iter().unzip();
+        let batch = Batch {
+            reference: batch_reference(run.id, &rows),
+            urls,
+        };
+        let mut result = run.purger.purge(&batch).await;
+        if result.attempts.len() != rows.len() {
+            let reason = format!(
+                "the provider answered for {} of {} URLs",
+                result.attempts.len(),
+                rows.len()
+            );
+            result.attempts = vec![
+                Attempt::Fail {
+                    http_status: None,
+                    reason
+                };
+                rows.len()
+            ];
+        }
+        let batch_id = match &result.receipt {
+            Some(receipt) => {
+                let waits = result
+                    .attempts
+                    .iter()
+                    .any(|a| matches!(a, Attempt::Pending { .. }));
+                if let Some(seconds) = receipt.estimated_seconds {
+                    let elapsed = (now_millis() - run.created_at).max(0) / 1000;
+                    self.store
+                        .raise_estimate(run.id, elapsed + seconds as i64)
+                        .await?;
+                }
+                let new = NewBatch {
+                    invalidation_id: run.id,
+                    reference: &batch.reference,
+                    provider_id: receipt.provider_id.as_deref(),
+                    support_id: receipt.support_id.as_deref(),
+                    estimated_seconds: receipt.estimated_seconds.map(|s| s as i64),
+                    url_count: rows.len() as i64,
+                    pending: waits && receipt.provider_id.is_some(),
+                };
+                Some(self.store.record_batch(&new).await?)
+            }
+            None => None,
+        };
+        let mut again = Vec::new();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut wait = Duration::ZERO;
+        for ((mut url, parsed), attempt) in rows.into_iter().zip(batch.urls).zip(result.attempts) {
+            url.attempts += 1;
+            let next = transition(
+                attempt,
+                url.attempts,
+                self.config().max_attempts,
+                batch_id.is_some(),
+            );
+            if let Some(retry_after) = next.retry_after {
+                wait = wait.max(
+                    self.config()
+                        .backoff(url.attempts as u32, retry_after, jitter()),
+                );
+            }
+            let outcome = UrlOutcome {
+                status: next.status,
+                attempts: url.attempts,
+                http_status: next.http_status,
+                error: next.error,
+                batch_id,
+            };
+            let id = url.id;
+            if next.retry_after.is_some() {
+                again.push((url, parsed));
+            }
+            outcomes.push((id, outcome));
+        }
+        if batch_id.is_some() {
+            // URLs that now wait on a provider request are counted against its cap (and
+            // polled) at once: record them with the request, not in a later group.
+            self.store.record_urls(&outcomes).await?;
+        } else {
+            for (id, outcome) in outcomes {
+                recorder.record(id, outcome)?;
+            }
+        }
+        Ok((again, wait))
     }
 
     /// Asks `purger` once about every pending request of invalidation `id`; a request past the
