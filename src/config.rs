@@ -74,8 +74,17 @@ pub const DEFAULT_MAX_FORM_BYTES: usize = 48 * 1024 * 1024;
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 
 impl Config {
-    pub fn from_args(args: ServeArgs, database_url: String) -> Self {
-        Self {
+    /// The configuration the flags describe, or why they cannot work together.
+    pub fn from_args(args: ServeArgs, database_url: String) -> Result<Self, String> {
+        let timeout = args.purge_timeout.max(1);
+        if args.lease_seconds < 2 * timeout {
+            return Err(format!(
+                "--lease-seconds ({}) must be at least twice --purge-timeout ({timeout}): a worker \
+                 sends only while its lease outlasts a request that runs into its timeout",
+                args.lease_seconds
+            ));
+        }
+        Ok(Self {
             listen: args.listen,
             database_url,
             secret: args.secret,
@@ -94,7 +103,7 @@ impl Config {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             login_max_failures: crate::domain::throttle::MAX_FAILURES,
             session_max_age: Duration::from_secs(args.session_hours.max(1) * 3600),
-        }
+        })
     }
 
     /// Defaults for a given database: what tests start from.

@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Command::Serve(ServeOnly::parse_from(["cdn-invalidator"]).args));
     match command {
         Command::Serve(args) => {
-            let config = Config::from_args(args, cli.database);
+            let config = Config::from_args(args, cli.database).map_err(anyhow::Error::msg)?;
             let app = Application::build(config.clone()).await?;
             tracing::info!(
                 "listening on http://{}",

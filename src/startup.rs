@@ -141,7 +141,7 @@ impl Application {
                 store.release_all_leases().await?;
             }
             let worker = Worker::new(store.clone(), config.purge.clone(), wake_worker.clone())?;
-            tokio::spawn(worker.run());
+            worker.spawn()?;
         }
         let listener = TcpListener::bind(&config.listen)?;
         let address = listener.local_addr()?;

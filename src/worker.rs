@@ -45,7 +45,7 @@ struct Leases {
 /// only recorded after its request was answered, and a URL sent but not yet recorded is
 /// still pending, so it is simply sent again after a crash.
 struct Recorder {
-    sender: tokio::sync::mpsc::UnboundedSender<(i64, UrlOutcome)>,
+    sender: tokio::sync::mpsc::Sender<(i64, UrlOutcome)>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -53,9 +53,12 @@ impl Recorder {
     /// Most outcomes per transaction, and the longest an outcome waits for its group.
     const GROUP: usize = 4_000;
     const LINGER: Duration = Duration::from_millis(100);
+    /// Outcomes waiting beyond the group being written: sending waits only when the database
+    /// falls this far behind, which also bounds what a crash makes the next worker send again.
+    const BACKLOG: usize = 2 * Self::GROUP;
 
     fn start(store: Store) -> Self {
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(Self::BACKLOG);
         let task = tokio::spawn(async move {
             let mut group = Vec::with_capacity(Self::GROUP);
             while let Some(first) = receiver.recv().await {
@@ -75,9 +78,10 @@ impl Recorder {
         Self { sender, task }
     }
 
-    fn record(&self, url_id: i64, outcome: UrlOutcome) -> anyhow::Result<()> {
+    async fn record(&self, url_id: i64, outcome: UrlOutcome) -> anyhow::Result<()> {
         self.sender
             .send((url_id, outcome))
+            .await
             .map_err(|_| anyhow::anyhow!("the outcome recorder stopped"))
     }
 
@@ -209,8 +213,9 @@ impl Worker {
         if now_millis() - leases.renewed_at >= lease / 3 {
             self.renew(&mut leases).await?;
         }
-        // A margin for the time a request is in flight after this check.
-        Ok(leases.held.contains(&id) && now_millis() < leases.renewed_at + lease * 2 / 3)
+        // The lease must outlast a request sent now, even one that runs into its timeout.
+        let in_flight = self.config().timeout.as_millis() as i64;
+        Ok(leases.held.contains(&id) && now_millis() + in_flight < leases.renewed_at + lease)
     }
 
     /// Renews this worker's leases every third of the lease, while the process lives.
@@ -227,6 +232,41 @@ impl Worker {
 
     fn config(&self) -> &PurgeConfig {
         &self.ctx.config
+    }
+
+    /// Runs [`Worker::run`] on a thread of its own with a single-threaded runtime, until the
+    /// runtime that called this shuts down. Sending is a stream of small requests: on one
+    /// thread, the HTTP client's connection tasks and the sends that wait on them wake each
+    /// other without crossing threads (cross-thread wake-ups were most of the cost), and the
+    /// web server's threads stay free for pages.
+    pub fn spawn(self) -> std::io::Result<()> {
+        let (keep, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("purge-worker".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "the purge worker cannot start");
+                        return;
+                    }
+                };
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = self.run() => {}
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        // Dropped with the calling runtime (a test's, or the process's at exit): stops the worker.
+        tokio::spawn(async move {
+            let _keep = keep;
+            std::future::pending::<()>().await
+        });
+        Ok(())
     }
 
     /// Loops until the process ends: sends queued invalidations one after the other, asks
@@ -381,7 +421,7 @@ impl Worker {
                     error: Some(reason),
                     batch_id: None,
                 };
-                recorder.record(url.id, outcome)?;
+                recorder.record(url.id, outcome).await?;
             }
         }
         let parsed: Vec<Url> = ready.iter().map(|(_, u)| u.clone()).collect();
@@ -551,7 +591,7 @@ impl Worker {
             self.store.record_urls(&outcomes).await?;
         } else {
             for (id, outcome) in outcomes {
-                recorder.record(id, outcome)?;
+                recorder.record(id, outcome).await?;
             }
         }
         Ok((again, wait))

@@ -461,8 +461,12 @@ impl Purger for AkamaiPurge {
                 );
             }
             self.pacer.acquire(n).await;
+            let sent = Instant::now();
             let response = match self.post(&self.endpoint, request_body(&batch.urls)).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.pacer.answered_after(sent.elapsed());
+                    r
+                }
                 Err(e) => {
                     let attempt = Attempt::Retry {
                         http_status: None,
@@ -582,8 +586,10 @@ impl Rates {
     }
 }
 
-/// Transit time of a request the pacer allows for (see [`Buckets::wait_for`]).
+/// Transit time of a request the pacer allows for (see [`Buckets::wait_for`]) until it has
+/// measured the API's round trips; then it allows for the measured round trip, within these bounds.
 const LATENCY_ALLOWANCE: Duration = Duration::from_millis(100);
+const LATENCY_FLOOR: Duration = Duration::from_millis(2);
 
 /// The client's view of the two buckets.
 #[derive(Debug, Clone)]
@@ -614,11 +620,11 @@ impl Buckets {
     }
 
     /// How long until one request for `objects` URLs fits (zero: now), keeping a margin of
-    /// [`LATENCY_ALLOWANCE`] worth of refill: Akamai takes the tokens when the request arrives,
-    /// and while its bucket sits full it does not refill, so a client counting from the moment
-    /// it sent would run ahead by the transit time's worth of tokens and be refused.
-    fn wait_for(&self, objects: f64) -> Duration {
-        let margin = LATENCY_ALLOWANCE.as_secs_f64();
+    /// `transit` worth of refill: Akamai takes the tokens when the request arrives, and while
+    /// its bucket sits full it does not refill, so a client counting from the moment it sent
+    /// would run ahead by the transit time's worth of tokens and be refused.
+    fn wait_for(&self, objects: f64, transit: Duration) -> Duration {
+        let margin = transit.as_secs_f64();
         let objects =
             (objects + margin * self.rates.objects_per_second).min(self.rates.object_burst);
         let requests =
@@ -660,6 +666,9 @@ impl Buckets {
 struct Pacer {
     rates: Rates,
     buckets: Mutex<Buckets>,
+    /// The allowance for transit: [`LATENCY_ALLOWANCE`] until round trips are measured, then
+    /// a moving average of them (a round trip is longer than the way there).
+    transit: Mutex<Duration>,
     /// Requests take tokens in arrival order (tokio's mutex is fair).
     turn: tokio::sync::Mutex<()>,
 }
@@ -680,6 +689,7 @@ impl Pacer {
                 Arc::new(Pacer {
                     rates,
                     buckets: Mutex::new(Buckets::full(rates, Instant::now())),
+                    transit: Mutex::new(LATENCY_ALLOWANCE),
                     turn: tokio::sync::Mutex::new(()),
                 })
             })
@@ -689,10 +699,11 @@ impl Pacer {
     async fn acquire(&self, objects: usize) {
         let _turn = self.turn.lock().await;
         loop {
+            let transit = *self.transit.lock().expect("pacer lock");
             let wait = {
                 let mut b = self.buckets.lock().expect("pacer lock");
                 b.refill(Instant::now());
-                let wait = b.wait_for(objects as f64);
+                let wait = b.wait_for(objects as f64, transit);
                 if wait.is_zero() {
                     b.take(objects as f64);
                     return;
@@ -701,6 +712,13 @@ impl Pacer {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Learns the API's round trip from one answered request.
+    fn answered_after(&self, round_trip: Duration) {
+        let mut transit = self.transit.lock().expect("pacer lock");
+        let averaged = transit.mul_f64(0.8) + round_trip.mul_f64(0.2);
+        *transit = averaged.clamp(LATENCY_FLOOR, LATENCY_ALLOWANCE);
     }
 
     fn refused(&self, rate: &RateHeaders) {
@@ -889,19 +907,22 @@ mod tests {
     fn buckets_burst_then_refill_at_the_documented_rates() {
         let t0 = Instant::now();
         let mut b = Buckets::full(Rates::documented(), t0);
-        assert_eq!(b.wait_for(10_000.0), Duration::ZERO);
+        let transit = LATENCY_ALLOWANCE;
+        assert_eq!(b.wait_for(10_000.0, transit), Duration::ZERO);
         b.take(10_000.0);
         // 1,000 more URLs need 5 s at 200/s, plus 0.1 s of margin for transit.
-        assert_close(b.wait_for(1_000.0), 5.1);
+        assert_close(b.wait_for(1_000.0, transit), 5.1);
+        // A measured 10 ms round trip shrinks the margin.
+        assert_close(b.wait_for(1_000.0, Duration::from_millis(10)), 5.01);
         b.refill(t0 + Duration::from_millis(5_100));
-        assert_eq!(b.wait_for(1_000.0), Duration::ZERO);
+        assert_eq!(b.wait_for(1_000.0, transit), Duration::ZERO);
         // 100 requests in a burst (less the 5-token margin), then 50/s.
         let mut b = Buckets::full(Rates::documented(), t0);
         for _ in 0..95 {
-            assert_eq!(b.wait_for(1.0), Duration::ZERO);
+            assert_eq!(b.wait_for(1.0, transit), Duration::ZERO);
             b.take(1.0);
         }
-        assert_close(b.wait_for(1.0), 0.02);
+        assert_close(b.wait_for(1.0, transit), 0.02);
         // A 429's headers lower what we think is left; they never raise it.
         let mut b = Buckets::full(Rates::documented().scaled(10.0), t0);
         let rate = RateHeaders {
@@ -912,7 +933,7 @@ mod tests {
         b.sync(t0, &rate);
         assert_eq!(b.objects, 0.0);
         assert_eq!(b.requests, 100.0);
-        assert_close(b.wait_for(2_000.0), 1.1);
+        assert_close(b.wait_for(2_000.0, transit), 1.1);
     }
 
     #[tokio::test]

@@ -476,14 +476,23 @@ impl Store {
     pub async fn record_urls(&self, outcomes: &[(i64, UrlOutcome)]) -> Result<()> {
         const ROWS: usize = 1_000;
         let now = now_millis();
+        // A group may hold several outcomes of one URL (a retry answered within the group):
+        // the last is the truth. An UPDATE matching a row twice would keep either.
+        let mut seen = std::collections::HashSet::with_capacity(outcomes.len());
+        let mut latest: Vec<&(i64, UrlOutcome)> = outcomes
+            .iter()
+            .rev()
+            .filter(|(id, _)| seen.insert(*id))
+            .collect();
+        latest.reverse();
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for chunk in outcomes.chunks(ROWS) {
+            for chunk in latest.chunks(ROWS) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "WITH v (id, status, attempts, http_status, error, finished_at, batch_id) AS (",
                 );
-                qb.push_values(chunk, |mut b, (url_id, outcome)| {
-                    b.push_bind(*url_id)
+                qb.push_values(chunk, |mut b, &&(url_id, ref outcome)| {
+                    b.push_bind(url_id)
                         .push_bind(outcome.status)
                         .push_bind(outcome.attempts)
                         .push_bind(outcome.http_status)

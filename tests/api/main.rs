@@ -17,6 +17,7 @@ mod cloudflare;
 mod cloudfront;
 mod fastly;
 mod history;
+mod instances;
 mod invalidate;
 mod keys;
 mod purging;

@@ -476,3 +476,46 @@ async fn an_invalidation_interrupted_mid_run_resumes_where_it_stopped() {
         "the purged URL was not sent again"
     );
 }
+
+/// The worker records outcomes in groups; a URL retried and answered within one group has two
+/// outcomes in it, and the later one must win on both databases (an UPDATE from a VALUES list
+/// matching a row twice would keep either).
+#[tokio::test]
+async fn a_group_with_two_outcomes_of_one_url_keeps_the_last() {
+    use cdn_invalidator::store::{Store, UrlOutcome, UrlStatus};
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "<ID>", "", "").await;
+    let urls: Vec<String> = (0..300)
+        .map(|i| format!("https://server.com/is/image/u{i}"))
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let rows = store.invalidation_urls(id).await.unwrap();
+    let outcome = |status, attempts| UrlOutcome {
+        status,
+        attempts,
+        http_status: Some(if status == UrlStatus::Retrying {
+            503
+        } else {
+            200
+        }),
+        error: None,
+        batch_id: None,
+    };
+    let mut group = Vec::new();
+    for row in &rows {
+        group.push((row.id, outcome(UrlStatus::Retrying, 1)));
+    }
+    for row in &rows {
+        group.push((row.id, outcome(UrlStatus::Succeeded, 2)));
+    }
+    store.record_urls(&group).await.unwrap();
+    let after = store.invalidation_urls(id).await.unwrap();
+    assert!(
+        after
+            .iter()
+            .all(|u| u.status == UrlStatus::Succeeded && u.attempts == 2),
+        "every URL kept its last outcome"
+    );
+}
