@@ -182,7 +182,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let rows = match catalogue::parse(&bytes) {
+            let mut reading = Progress::new("reading", bytes.len() as u64, Unit::Bytes);
+            let parsed = catalogue::parse_with_progress(&bytes, |done| reading.set(done as u64));
+            reading.finish();
+            // The rows own their text; the file is not needed any more.
+            drop(bytes);
+            let rows = match parsed {
                 Ok(rows) => rows,
                 Err(errors) => {
                     for e in &errors {
@@ -192,11 +197,95 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let store = open_store(&cli.database).await?;
-            store.upsert_assets(&rows).await?;
-            println!("imported {} assets", rows.len());
+            let mut writing = Progress::new("writing", rows.len() as u64, Unit::Rows);
+            let report = store
+                .import_catalogue(&rows, |done| writing.set(done))
+                .await?;
+            writing.finish();
+            println!(
+                "imported {} assets: {} new, {} changed, {} unchanged",
+                report.read, report.new, report.changed, report.unchanged
+            );
         }
     }
     Ok(())
+}
+
+/// What a [`Progress`] counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    Bytes,
+    Rows,
+}
+
+/// Progress of a long step on stderr: a bar on a terminal, otherwise (logs, pipes) a line
+/// every few seconds and one at the end.
+struct Progress {
+    label: &'static str,
+    total: u64,
+    unit: Unit,
+    bar: Option<indicatif::ProgressBar>,
+    done: u64,
+    last_line: std::time::Instant,
+}
+
+impl Progress {
+    const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new(label: &'static str, total: u64, unit: Unit) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let counts = match unit {
+                Unit::Bytes => "{binary_bytes}/{binary_total_bytes}",
+                Unit::Rows => "{human_pos}/{human_len} rows",
+            };
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{prefix:>8}} [{{bar:40}}] {counts} {{elapsed}}"
+            ))
+            .expect("a valid progress template")
+            .progress_chars("=> ");
+            indicatif::ProgressBar::new(total)
+                .with_style(style)
+                .with_prefix(label)
+        });
+        Self {
+            label,
+            total,
+            unit,
+            bar,
+            done: 0,
+            last_line: std::time::Instant::now(),
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        self.done = done;
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None if self.last_line.elapsed() >= Self::LINE_EVERY => self.line(),
+            None => {}
+        }
+    }
+
+    fn line(&mut self) {
+        let unit = match self.unit {
+            Unit::Bytes => "bytes",
+            Unit::Rows => "rows",
+        };
+        eprintln!("{}: {} of {} {unit}", self.label, self.done, self.total);
+        self.last_line = std::time::Instant::now();
+    }
+
+    fn finish(mut self) {
+        match self.bar.take() {
+            Some(bar) => {
+                bar.finish();
+                // The bar leaves the cursor at its end.
+                eprintln!();
+            }
+            None => self.line(),
+        }
+    }
 }
 
 /// `secret rotate`: re-encrypts every credential under the new key in one transaction. With a

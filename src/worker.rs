@@ -45,8 +45,15 @@ struct Leases {
 /// only recorded after its request was answered, and a URL sent but not yet recorded is
 /// still pending, so it is simply sent again after a crash.
 struct Recorder {
-    sender: tokio::sync::mpsc::Sender<(i64, UrlOutcome)>,
+    sender: tokio::sync::mpsc::Sender<Record>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// What the recorder's task is sent, in order.
+enum Record {
+    Outcome(i64, UrlOutcome),
+    /// Write everything sent so far now, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Recorder {
@@ -62,25 +69,55 @@ impl Recorder {
         let task = tokio::spawn(async move {
             let mut group = Vec::with_capacity(Self::GROUP);
             while let Some(first) = receiver.recv().await {
-                group.push(first);
+                let mut flushed = Vec::new();
+                let mut next = Some(first);
                 let deadline = tokio::time::Instant::now() + Self::LINGER;
-                while group.len() < Self::GROUP {
-                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(next)) => group.push(next),
-                        Ok(None) | Err(_) => break,
+                while let Some(record) = next.take() {
+                    match record {
+                        Record::Outcome(id, outcome) => group.push((id, outcome)),
+                        Record::Flush(done) => flushed.push(done),
+                    }
+                    if group.len() >= Self::GROUP || !flushed.is_empty() {
+                        break;
+                    }
+                    if let Ok(Some(record)) =
+                        tokio::time::timeout_at(deadline, receiver.recv()).await
+                    {
+                        next = Some(record);
                     }
                 }
-                store.record_urls(&group).await?;
-                group.clear();
+                if !group.is_empty() {
+                    store.record_urls(&group).await?;
+                    group.clear();
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
             Ok(())
         });
         Self { sender, task }
     }
 
-    async fn record(&self, url_id: i64, outcome: UrlOutcome) -> anyhow::Result<()> {
+    async fn send(&self, record: Record) -> anyhow::Result<()> {
         self.sender
-            .send((url_id, outcome))
+            .send(record)
+            .await
+            .map_err(|_| anyhow::anyhow!("the outcome recorder stopped"))
+    }
+
+    async fn record(&self, url_id: i64, outcome: UrlOutcome) -> anyhow::Result<()> {
+        self.send(Record::Outcome(url_id, outcome)).await
+    }
+
+    /// Records `outcomes` after everything sent before them, and returns once all are written.
+    async fn record_now(&self, outcomes: Vec<(i64, UrlOutcome)>) -> anyhow::Result<()> {
+        for (id, outcome) in outcomes {
+            self.record(id, outcome).await?;
+        }
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.send(Record::Flush(done)).await?;
+        written
             .await
             .map_err(|_| anyhow::anyhow!("the outcome recorder stopped"))
     }
@@ -587,8 +624,9 @@ impl Worker {
         }
         if batch_id.is_some() {
             // URLs that now wait on a provider request are counted against its cap (and
-            // polled) at once: record them with the request, not in a later group.
-            self.store.record_urls(&outcomes).await?;
+            // polled) at once: written before the next request, after what came before them
+            // (an earlier attempt's outcome must never land after this one).
+            recorder.record_now(outcomes).await?;
         } else {
             for (id, outcome) in outcomes {
                 recorder.record(id, outcome).await?;

@@ -55,35 +55,65 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 
-  // Invalidation: live progress from the JSON view; reload once finished to show the result.
+  // Invalidation: live progress from the JSON view's counts-only form (`?urls=none`, the same
+  // cost however many URLs), the shown page of URLs refreshed when the counts move; reload
+  // once finished to show the result.
   const box = document.getElementById("invalidation");
-  if (box && !["succeeded", "partially_failed", "failed"].includes(box.dataset.status)) {
+  const finished = ["succeeded", "partially_failed", "failed"];
+  if (box && !finished.includes(box.dataset.status)) {
     const id = box.dataset.id;
+    const labels = { queued: "Queued", running: "Running" };
+    const json = async (url) => {
+      const res = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      return res.ok ? res.json() : null;
+    };
+    const setText = (elementId, value) => {
+      const el = document.getElementById(elementId);
+      if (el) el.textContent = value;
+    };
+    // The rows on screen, updated in place by their position in the list.
+    const refreshRows = async () => {
+      const rows = document.querySelectorAll("#urls tbody tr[data-position]");
+      if (!rows.length) return;
+      const params = new URLSearchParams(window.location.search);
+      params.delete("urls");
+      const page = await json("/invalidations/" + id + "?" + params);
+      if (!page || !page.urls) return;
+      const byPosition = new Map(page.urls.map((u) => [String(u.position), u]));
+      rows.forEach((row) => {
+        const u = byPosition.get(row.dataset.position);
+        if (!u) return;
+        row.className = "url-" + u.status;
+        row.querySelector(".outcome").textContent = u.status;
+        row.querySelector(".attempts").textContent = u.attempts;
+        row.querySelector(".http").textContent = u.http_status === null ? "" : u.http_status;
+        row.querySelector(".detail").textContent = u.error === null ? "" : u.error;
+      });
+    };
+    let last = "";
     const tick = async () => {
       try {
-        const res = await fetch("/invalidations/" + id, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        if (res.ok) {
-          const inv = await res.json();
+        const inv = await json("/invalidations/" + id + "?urls=none");
+        if (inv) {
           const done = inv.succeeded + inv.failed;
           document.getElementById("progress").value = done;
-          document.getElementById("done-count").textContent = done;
-          document.getElementById("succeeded-count").textContent = inv.succeeded;
-          document.getElementById("failed-count").textContent = inv.failed;
-          document.getElementById("status").textContent = inv.status === "running" ? "Running" : inv.status;
-          // The URL table is in the same order as the JSON's urls.
-          const rows = document.querySelectorAll("#urls tbody tr");
-          inv.urls.forEach((u, i) => {
-            const cells = rows[i] ? rows[i].cells : null;
-            if (!cells) return;
-            rows[i].className = "url-" + u.status;
-            cells[1].textContent = u.status;
-            cells[2].textContent = u.attempts;
-            cells[3].textContent = u.http_status === null ? "" : u.http_status;
-            cells[4].textContent = u.error === null ? "" : u.error;
-          });
-          if (["succeeded", "partially_failed", "failed"].includes(inv.status)) {
+          setText("done-count", done);
+          setText("succeeded-count", inv.succeeded);
+          setText("failed-count", inv.failed);
+          for (const [state, count] of Object.entries(inv.counts)) {
+            setText("count-" + state, count);
+            const link = document.querySelector("#url-filters .count-" + state);
+            if (link && !link.hasAttribute("aria-current")) link.hidden = count === 0;
+          }
+          setText("status", labels[inv.status] || inv.status);
+          if (finished.includes(inv.status)) {
             window.location.reload();
             return;
+          }
+          const now = JSON.stringify(inv.counts);
+          if (now !== last) {
+            last = now;
+            await refreshRows();
           }
         }
       } catch (e) {

@@ -5,7 +5,7 @@ use crate::domain::catalogue;
 use crate::error::AppError;
 use crate::session::{AdminUser, CurrentUser};
 use crate::state::AppState;
-use crate::store::{Asset, AssetSort};
+use crate::store::{Asset, AssetCount, AssetKey, AssetSort, PageStart};
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -20,9 +20,44 @@ pub struct AssetsPage {
     q: String,
     sort: &'static str,
     assets: Vec<AssetRow>,
-    pager: Pager,
+    count: AssetCount,
+    /// Links to the first, previous and next pages, where there are such pages.
+    first: Option<String>,
+    previous: Option<String>,
+    next: Option<String>,
     imported: Option<i64>,
+    import_counts: Option<ImportCounts>,
     import_errors: Vec<String>,
+}
+
+impl AssetsPage {
+    /// "120 assets", "1,000 assets", "More than 1,000 assets".
+    fn count_text(&self) -> String {
+        match self.count {
+            AssetCount::Exactly(n) => format!("{} assets", thousands(n)),
+            AssetCount::MoreThan(n) => format!("More than {} assets", thousands(n)),
+        }
+    }
+}
+
+/// 10000 as "10,000" (counts are never negative).
+fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// What the last import did to the catalogue, as the redirect after it tells.
+pub struct ImportCounts {
+    new: u64,
+    changed: u64,
+    unchanged: u64,
 }
 
 pub struct AssetRow {
@@ -48,11 +83,21 @@ pub struct AssetsQuery {
     #[serde(default)]
     q: String,
     #[serde(default)]
-    page: Option<i64>,
-    #[serde(default)]
     sort: String,
+    /// A page starting after this row key (see [`AssetKey::token`]).
+    #[serde(default)]
+    after: Option<String>,
+    /// A page ending before this row key.
+    #[serde(default)]
+    before: Option<String>,
     #[serde(default)]
     imported: Option<i64>,
+    #[serde(default)]
+    new: Option<u64>,
+    #[serde(default)]
+    changed: Option<u64>,
+    #[serde(default)]
+    unchanged: Option<u64>,
 }
 
 async fn page(
@@ -63,32 +108,41 @@ async fn page(
 ) -> Result<AssetsPage, AppError> {
     let sort = AssetSort::parse(&query.sort);
     let search = query.q.trim().to_string();
-    let requested = query.page.unwrap_or(1).max(1);
-    let mut assets = state
+    // A key that does not parse (an edited link, or one of the other order) starts over.
+    let key = |token: &Option<String>| token.as_deref().and_then(|t| AssetKey::parse(t, sort));
+    let start = match (key(&query.after), key(&query.before)) {
+        (Some(after), _) => PageStart::After(after),
+        (None, Some(before)) => PageStart::Before(before),
+        (None, None) => PageStart::First,
+    };
+    let found = state
         .store
-        .list_assets(
-            &search,
-            sort,
-            (requested - 1) * Pager::PER_PAGE,
-            Pager::PER_PAGE,
-        )
+        .list_assets(&search, sort, &start, Pager::PER_PAGE)
         .await?;
-    let pager = Pager::new(requested, assets.total, |p| {
-        format!("/assets?q={}&sort={}&page={p}", q(&search), sort.as_str())
-    });
-    if pager.page != requested {
-        assets = state
-            .store
-            .list_assets(&search, sort, pager.offset(), Pager::PER_PAGE)
-            .await?;
-    }
+    let href = |cursor: &str| format!("/assets?q={}&sort={}{cursor}", q(&search), sort.as_str());
+    let first = found.previous.is_some().then(|| href(""));
+    let previous = found
+        .previous
+        .map(|k| href(&format!("&before={}", k.token())));
+    let next = found.next.map(|k| href(&format!("&after={}", k.token())));
     Ok(AssetsPage {
         nav: Nav::from(current),
         q: search,
         sort: sort.as_str(),
-        assets: assets.assets.into_iter().map(AssetRow::from).collect(),
-        pager,
+        first,
+        previous,
+        next,
+        count: found.count,
+        assets: found.assets.into_iter().map(AssetRow::from).collect(),
         imported: query.imported,
+        import_counts: match (query.new, query.changed, query.unchanged) {
+            (Some(new), Some(changed), Some(unchanged)) => Some(ImportCounts {
+                new,
+                changed,
+                unchanged,
+            }),
+            _ => None,
+        },
         import_errors,
     })
 }
@@ -147,11 +201,23 @@ pub async fn import(
         Err(e) => return Err(e),
     };
     admin.session.check_csrf(&csrf)?;
-    match catalogue::parse(&file) {
+    let parsed = catalogue::parse(&file);
+    drop(file);
+    match parsed {
         Ok(rows) => {
-            state.store.upsert_assets(&rows).await?;
-            tracing::info!(admin = %admin.user.username, count = rows.len(), "catalogue imported");
-            Ok(see_other(&format!("/assets?imported={}", rows.len())))
+            let report = state.store.import_catalogue(&rows, |_| {}).await?;
+            tracing::info!(
+                admin = %admin.user.username,
+                read = report.read,
+                new = report.new,
+                changed = report.changed,
+                unchanged = report.unchanged,
+                "catalogue imported"
+            );
+            Ok(see_other(&format!(
+                "/assets?imported={}&new={}&changed={}&unchanged={}",
+                report.read, report.new, report.changed, report.unchanged
+            )))
         }
         Err(mut errors) => {
             let shown = 50;

@@ -12,6 +12,9 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+/// Line errors listed on the refused form; the rest are counted.
+const SHOWN_LINE_ERRORS: usize = 50;
+
 #[derive(Template)]
 #[template(path = "invalidate.html")]
 pub struct InvalidatePage {
@@ -22,7 +25,10 @@ pub struct InvalidatePage {
     asset_count: usize,
     from_assets: bool,
     template_empty: bool,
+    /// The first [`SHOWN_LINE_ERRORS`] problems, in line order.
     line_errors: Vec<UrlError>,
+    /// Lines with problems beyond those shown.
+    more_line_errors: usize,
     list_error: Option<String>,
     duplicates_dropped: usize,
     max_urls: usize,
@@ -59,6 +65,7 @@ impl InvalidatePage {
             from_assets: asset_count > 0,
             template_empty: settings.template.is_empty(),
             line_errors: Vec::new(),
+            more_line_errors: 0,
             list_error: None,
             duplicates_dropped: 0,
             max_urls,
@@ -145,7 +152,11 @@ pub async fn submit(
             page.url_count = page.urls.lines().filter(|l| !l.trim().is_empty()).count();
             page.idempotency_key = key.to_string();
             page.template_empty = false;
-            page.line_errors = errors.lines;
+            // A pasted file of bad lines must not come back as a page listing each of them.
+            let mut lines = errors.lines;
+            page.more_line_errors = lines.len().saturating_sub(SHOWN_LINE_ERRORS);
+            lines.truncate(SHOWN_LINE_ERRORS);
+            page.line_errors = lines;
             page.list_error = errors.list;
             page.duplicates_dropped = errors.duplicates_dropped;
             return render(StatusCode::UNPROCESSABLE_ENTITY, &page);

@@ -9,7 +9,8 @@ use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, NoFields, wants_json};
 use crate::state::AppState;
 use crate::store::{
-    HistoryFilter, Invalidation, InvalidationStatus, InvalidationUrl, PurgeBatch, UrlStatus,
+    BatchPage, HistoryFilter, Invalidation, InvalidationStatus, PositionedUrl, PurgeBatch,
+    UrlCounts, UrlPage, UrlStatus,
 };
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -80,7 +81,10 @@ impl From<&Invalidation> for Summary {
     }
 }
 
+/// One URL's row in the invalidation page's table.
 pub struct UrlRow {
+    /// 1-based line in the list the user gave.
+    line: i64,
     url: String,
     status: &'static str,
     attempts: i64,
@@ -88,9 +92,11 @@ pub struct UrlRow {
     error: String,
 }
 
-impl From<InvalidationUrl> for UrlRow {
-    fn from(u: InvalidationUrl) -> Self {
+impl From<PositionedUrl> for UrlRow {
+    fn from(p: PositionedUrl) -> Self {
+        let u = p.url;
         Self {
+            line: p.position + 1,
             url: u.url,
             status: u.status.as_str(),
             attempts: u.attempts,
@@ -125,17 +131,148 @@ impl From<PurgeBatch> for BatchRow {
     }
 }
 
+/// URLs per page of an invalidation's table (and of its JSON) unless asked otherwise.
+const URLS_PER_PAGE: i64 = 100;
+/// Most URLs one page may ask for.
+const MAX_URLS_PER_PAGE: i64 = 1000;
+/// Provider requests per page: some providers take one URL per request.
+const BATCHES_PER_PAGE: i64 = 100;
+
+/// The part of an invalidation one request asks for, from its query string:
+/// `?urls=none` (counts only: the progress poll), `?status=failed` (only URLs in that state),
+/// `?urls_after=POS&urls_limit=N` (the page of URLs after position POS), `?batches_after=ID`.
+#[derive(Debug, Clone)]
+struct View {
+    progress_only: bool,
+    status: Option<UrlStatus>,
+    urls_after: Option<i64>,
+    urls_limit: i64,
+    batches_after: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct ViewQuery {
+    #[serde(default)]
+    urls: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    urls_after: String,
+    #[serde(default)]
+    urls_limit: String,
+    #[serde(default)]
+    batches_after: String,
+}
+
+impl View {
+    fn parse(q: &ViewQuery) -> Result<Self, AppError> {
+        let bad = |what: &str| AppError::BadRequest(format!("The address has an invalid {what}."));
+        let number = |raw: &str, what: &str| -> Result<Option<i64>, AppError> {
+            match raw.trim() {
+                "" => Ok(None),
+                n => n
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(Some)
+                    .ok_or_else(|| bad(what)),
+            }
+        };
+        let progress_only = match q.urls.as_str() {
+            "" | "page" => false,
+            "none" => true,
+            _ => return Err(bad("urls value (none or page)")),
+        };
+        let status = match q.status.trim() {
+            "" | "all" => None,
+            s => Some(UrlStatus::parse(s).ok_or_else(|| bad("URL status"))?),
+        };
+        let urls_limit = number(&q.urls_limit, "urls_limit")?.unwrap_or(URLS_PER_PAGE);
+        if !(1..=MAX_URLS_PER_PAGE).contains(&urls_limit) {
+            return Err(AppError::BadRequest(format!(
+                "urls_limit must be between 1 and {MAX_URLS_PER_PAGE}."
+            )));
+        }
+        Ok(Self {
+            progress_only,
+            status,
+            urls_after: number(&q.urls_after, "urls_after")?,
+            urls_limit,
+            batches_after: number(&q.batches_after, "batches_after")?,
+        })
+    }
+
+    /// The address of invalidation `id` showing this view; defaults are left out.
+    fn href(&self, id: i64) -> String {
+        let mut params = Vec::new();
+        if let Some(s) = self.status {
+            params.push(format!("status={s}"));
+        }
+        if let Some(a) = self.urls_after {
+            params.push(format!("urls_after={a}"));
+        }
+        if self.urls_limit != URLS_PER_PAGE {
+            params.push(format!("urls_limit={}", self.urls_limit));
+        }
+        if let Some(b) = self.batches_after {
+            params.push(format!("batches_after={b}"));
+        }
+        if params.is_empty() {
+            format!("/invalidations/{id}")
+        } else {
+            format!("/invalidations/{id}?{}", params.join("&"))
+        }
+    }
+
+    fn with_urls_after(&self, after: Option<i64>) -> Self {
+        Self {
+            urls_after: after,
+            ..self.clone()
+        }
+    }
+
+    fn with_batches_after(&self, after: Option<i64>) -> Self {
+        Self {
+            batches_after: after,
+            ..self.clone()
+        }
+    }
+}
+
+/// A URL state with its count, linking to the table filtered to it.
+pub struct CountLink {
+    /// `all` or the state's name (element ids and CSS classes).
+    key: &'static str,
+    label: &'static str,
+    count: i64,
+    href: String,
+    current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "invalidation.html")]
 pub struct InvalidationPage {
     nav: Nav,
     inv: Summary,
+    counts: Vec<CountLink>,
+    /// The state the URL table is filtered to (empty: every URL).
+    filter: &'static str,
+    /// URLs matching the filter, over every page.
+    matching: i64,
     urls: Vec<UrlRow>,
+    urls_first: Option<String>,
+    urls_next: Option<String>,
     batches: Vec<BatchRow>,
+    batches_total: i64,
+    batches_first: Option<String>,
+    batches_next: Option<String>,
+    progress_only: bool,
 }
 
 #[derive(Serialize)]
 struct UrlJson {
+    /// 0-based place in the list given; `urls_after` takes it.
+    position: i64,
     url: String,
     status: UrlStatus,
     attempts: i64,
@@ -150,12 +287,28 @@ struct InvalidationJson {
     total: i64,
     succeeded: i64,
     failed: i64,
+    /// URLs in each state.
+    counts: UrlCounts,
     estimated_seconds: i64,
     created_at: String,
+    started_at: Option<String>,
     finished_at: Option<String>,
+    /// Left out of the progress form (`?urls=none`).
+    #[serde(flatten)]
+    page: Option<PageJson>,
+}
+
+/// A page of an invalidation's URLs and provider requests, with the addresses of the next.
+#[derive(Serialize)]
+struct PageJson {
     urls: Vec<UrlJson>,
-    /// The provider's answers per request (purge and support ids).
+    /// The next page of URLs (same filter and size); null on the last.
+    urls_next: Option<String>,
+    /// The provider's answers per request (purge and support ids), oldest first.
     batches: Vec<BatchRow>,
+    batches_total: i64,
+    /// The next page of requests; null on the last.
+    batches_next: Option<String>,
 }
 
 fn rfc3339(millis: i64) -> String {
@@ -168,33 +321,63 @@ fn rfc3339(millis: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The invalidation with `id`, or a 404 page naming it.
-async fn find(state: &AppState, id: i64) -> Result<Invalidation, AppError> {
-    state
-        .store
-        .get_invalidation(id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))
-}
-
 /// `GET /invalidations/{id}`: the estimate, live progress and result; JSON when asked for.
+/// Whatever the number of URLs, a request reads the counts (one aggregate) and at most one
+/// page of URLs and one of provider requests.
 pub async fn show(
     current: CurrentUser,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<i64>,
+    query: web::Query<ViewQuery>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
-    let inv = find(&state, id).await?;
-    let urls = state.store.invalidation_urls(id).await?;
-    let batches: Vec<BatchRow> = state
+    let view = View::parse(&query)?;
+    let progress = state
         .store
-        .invalidation_batches(id)
+        .invalidation_progress(id)
         .await?
-        .into_iter()
-        .map(BatchRow::from)
-        .collect();
+        .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
+    let (inv, counts) = (progress.invalidation, progress.counts);
+    let (urls, batches) = if view.progress_only {
+        (UrlPage::default(), BatchPage::default())
+    } else {
+        let urls = state
+            .store
+            .invalidation_url_page(id, view.status, view.urls_after, view.urls_limit)
+            .await?;
+        let batches = state
+            .store
+            .invalidation_batch_page(id, view.batches_after, BATCHES_PER_PAGE)
+            .await?;
+        (urls, batches)
+    };
+    let urls_next = urls
+        .next_after
+        .map(|after| view.with_urls_after(Some(after)).href(id));
+    let batches_next = batches
+        .next_after
+        .map(|after| view.with_batches_after(Some(after)).href(id));
+    let batch_rows: Vec<BatchRow> = batches.batches.into_iter().map(BatchRow::from).collect();
     if wants_json(&req) {
+        let page = (!view.progress_only).then(|| PageJson {
+            urls: urls
+                .urls
+                .into_iter()
+                .map(|p| UrlJson {
+                    position: p.position,
+                    url: p.url.url,
+                    status: p.url.status,
+                    attempts: p.url.attempts,
+                    http_status: p.url.http_status,
+                    error: p.url.error,
+                })
+                .collect(),
+            urls_next,
+            batches: batch_rows,
+            batches_total: batches.total,
+            batches_next,
+        });
         // One address serves HTML and JSON: caches must key on Accept.
         return Ok(HttpResponse::Ok()
             .insert_header(("Vary", "Accept"))
@@ -202,29 +385,60 @@ pub async fn show(
                 id: inv.id,
                 status: inv.status,
                 total: inv.total,
-                succeeded: inv.succeeded,
-                failed: inv.failed,
+                succeeded: counts.succeeded,
+                failed: counts.failed,
+                counts,
                 estimated_seconds: inv.estimated_seconds,
                 created_at: rfc3339(inv.created_at),
+                started_at: inv.started_at.map(rfc3339),
                 finished_at: inv.finished_at.map(rfc3339),
-                urls: urls
-                    .into_iter()
-                    .map(|u| UrlJson {
-                        url: u.url,
-                        status: u.status,
-                        attempts: u.attempts,
-                        http_status: u.http_status,
-                        error: u.error,
-                    })
-                    .collect(),
-                batches,
+                page,
             }));
     }
+    let all = View {
+        progress_only: false,
+        status: None,
+        urls_after: None,
+        urls_limit: view.urls_limit,
+        batches_after: None,
+    };
+    let counts_links = std::iter::once(CountLink {
+        key: "all",
+        label: "All",
+        count: inv.total,
+        href: all.href(id),
+        current: view.status.is_none(),
+    })
+    .chain(UrlStatus::ALL.iter().map(|&s| {
+        CountLink {
+            key: s.as_str(),
+            label: url_status_label(s),
+            count: counts.of(s),
+            href: View {
+                status: Some(s),
+                ..all.clone()
+            }
+            .href(id),
+            current: view.status == Some(s),
+        }
+    }))
+    .collect();
     let page = InvalidationPage {
         nav: Nav::from(&current),
         inv: Summary::from(&inv),
-        urls: urls.into_iter().map(UrlRow::from).collect(),
-        batches,
+        counts: counts_links,
+        filter: view.status.map(UrlStatus::as_str).unwrap_or(""),
+        matching: view.status.map_or(inv.total, |s| counts.of(s)),
+        urls: urls.urls.into_iter().map(UrlRow::from).collect(),
+        urls_first: view.urls_after.map(|_| view.with_urls_after(None).href(id)),
+        urls_next,
+        batches: batch_rows,
+        batches_total: batches.total,
+        batches_first: view
+            .batches_after
+            .map(|_| view.with_batches_after(None).href(id)),
+        batches_next,
+        progress_only: view.progress_only,
     };
     let mut response = render(StatusCode::OK, &page)?;
     response.headers_mut().insert(
@@ -232,6 +446,16 @@ pub async fn show(
         actix_web::http::header::HeaderValue::from_static("Accept"),
     );
     Ok(response)
+}
+
+fn url_status_label(status: UrlStatus) -> &'static str {
+    match status {
+        UrlStatus::Queued => "Queued",
+        UrlStatus::Retrying => "Retrying",
+        UrlStatus::Submitted => "Submitted",
+        UrlStatus::Succeeded => "Succeeded",
+        UrlStatus::Failed => "Failed",
+    }
 }
 
 /// `POST /invalidations/{id}/retry`: a new invalidation of the failed URLs, linked to the first.

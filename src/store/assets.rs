@@ -1,5 +1,16 @@
-use super::{Result, Store, now_millis};
-use crate::domain::{AssetId, AssetKind};
+//! The asset catalogue: one page of a search, in name or last-modified order.
+//!
+//! Pages are keyset pages: a page starts after (or ends before) a row's position in the order,
+//! so every page costs the same however deep it is. Matches are counted up to [`COUNT_LIMIT`].
+//!
+//! A search matches assets whose ID or name contains it, compared after the database's
+//! `lower()` (ASCII letters on SQLite; the database's locale on PostgreSQL). Searches of three
+//! characters or more are answered from a trigram index (SQLite: the FTS5 table
+//! `assets_search`; PostgreSQL: pg_trgm GIN indexes); shorter ones walk the list's order and
+//! stop at a page.
+
+use super::{Pool, Result, Store};
+use base64::Engine;
 
 /// A catalogue entry.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -35,83 +46,487 @@ impl AssetSort {
         }
     }
 
-    fn order_by(self) -> &'static str {
-        match self {
-            Self::Name => "lower(name), id",
-            Self::Modified => "modified_at DESC, id",
+    /// ORDER BY and the keyset condition (rows after `$k, $i`) of this order, read forwards
+    /// or backwards, each served by an index: `(lower(name), id)` and `(modified_at, id)`.
+    fn order(self, backwards: bool, k: usize) -> (&'static str, String) {
+        let i = k + 1;
+        let (order, keyset) = match (self, backwards) {
+            // A range on lower(name), then the ID among equal names: SQLite seeks no row
+            // value with an expression in it.
+            (Self::Name, false) => (
+                "lower(a.name), a.id",
+                format!("lower(a.name) >= ${k} AND (lower(a.name) > ${k} OR a.id > ${i})"),
+            ),
+            (Self::Name, true) => (
+                "lower(a.name) DESC, a.id DESC",
+                format!("lower(a.name) <= ${k} AND (lower(a.name) < ${k} OR a.id < ${i})"),
+            ),
+            // Newest first, and equal times (a whole import has one) by ID, also descending:
+            // one row value the index seeks to, however many assets share a time.
+            (Self::Modified, false) => (
+                "a.modified_at DESC, a.id DESC",
+                format!("(a.modified_at, a.id) < (${k}, ${i})"),
+            ),
+            (Self::Modified, true) => (
+                "a.modified_at, a.id",
+                format!("(a.modified_at, a.id) > (${k}, ${i})"),
+            ),
+        };
+        (order, keyset)
+    }
+}
+
+/// A row's position in an order: its sort value and its ID (unique, so no two rows tie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetKey {
+    value: KeyValue,
+    id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum KeyValue {
+    /// `lower(name)` as the database computed it.
+    Name(String),
+    Modified(i64),
+}
+
+impl AssetKey {
+    /// The key as a URL-safe token (for `after=` and `before=`).
+    pub fn token(&self) -> String {
+        let json = serde_json::to_vec(&(&self.value, &self.id)).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Reads a token made by [`AssetKey::token`] for `sort`; `None` if it is not one.
+    pub fn parse(token: &str, sort: AssetSort) -> Option<Self> {
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()?;
+        let (value, id): (KeyValue, String) = serde_json::from_slice(&json).ok()?;
+        match (&value, sort) {
+            (KeyValue::Name(_), AssetSort::Name) | (KeyValue::Modified(_), AssetSort::Modified) => {
+                Some(Self { value, id })
+            }
+            _ => None,
         }
     }
 }
 
-/// One page of assets and the total that matched.
+/// Where a page starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PageStart {
+    #[default]
+    First,
+    /// The rows after this position.
+    After(AssetKey),
+    /// The rows before this position (the page ends just before it).
+    Before(AssetKey),
+}
+
+/// Most matches counted: past it a search has "more than" this many. Counting costs a row
+/// read per match, so a bound this low keeps it cheaper than the page itself.
+pub const COUNT_LIMIT: i64 = 1_000;
+
+/// How many assets matched, counted up to [`COUNT_LIMIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetCount {
+    Exactly(i64),
+    MoreThan(i64),
+}
+
+impl AssetCount {
+    /// From a count that stopped at `COUNT_LIMIT + 1`.
+    fn bounded(n: i64) -> Self {
+        if n > COUNT_LIMIT {
+            Self::MoreThan(COUNT_LIMIT)
+        } else {
+            Self::Exactly(n)
+        }
+    }
+}
+
+/// One page of assets, how many matched, and where the pages beside it start.
 #[derive(Debug, Clone)]
 pub struct AssetPage {
     pub assets: Vec<Asset>,
-    pub total: i64,
+    pub count: AssetCount,
+    /// The first row's key when rows come before this page.
+    pub previous: Option<AssetKey>,
+    /// The last row's key when rows come after this page.
+    pub next: Option<AssetKey>,
 }
 
 /// LIKE pattern for a case-insensitive substring, with the wildcards escaped.
 pub(crate) fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
+    format!("%{}%", escape_like(q).to_lowercase())
+}
+
+/// `q` with LIKE's wildcards and its escape character escaped by `\`.
+fn escape_like(q: &str) -> String {
+    q.replace('\\', "\\\\")
         .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{}%", escaped.to_lowercase())
+        .replace('_', "\\_")
+}
+
+/// The fewest characters a trigram index can answer.
+const TRIGRAM: usize = 3;
+
+/// Most trigrams of one search whose frequency is looked up (spread over the search).
+const MAX_PROBES: usize = 6;
+
+/// SQLite: a search one of whose trigrams is in at most this many rows checks those rows
+/// (about a microsecond each); when every trigram is more frequent, matches are likely
+/// frequent too and walking the list's order finds a page sooner.
+const CANDIDATE_LIMIT: i64 = 5_000;
+
+/// PostgreSQL: a trigram found in more than this share of the sampled IDs plus names is
+/// left out of the index lookup when the search has rarer ones (see [`rare_part`]).
+const FREQUENT_PERCENT: usize = 2;
+
+/// Most trigrams ANDed in one index query: the rarest, which bound the candidates.
+const MAX_KEY_TRIGRAMS: usize = 3;
+
+/// The distinct trigrams of `q` to look up, at most [`MAX_PROBES`] spread from its start to
+/// its end. Distinct ignoring case, as the index folds case.
+fn probe_trigrams(q: &str) -> Vec<String> {
+    let chars: Vec<char> = q.chars().collect();
+    let mut seen = std::collections::HashSet::new();
+    let all: Vec<String> = chars
+        .windows(TRIGRAM)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|t| seen.insert(t.to_lowercase()))
+        .collect();
+    if all.len() <= MAX_PROBES {
+        return all;
+    }
+    (0..MAX_PROBES)
+        .map(|i| all[i * (all.len() - 1) / (MAX_PROBES - 1)].clone())
+        .collect()
+}
+
+/// PostgreSQL: the part of `q` to look up in the trigram indexes, when only part of it is
+/// rare: the longest run of its trigrams that are not frequent in the sampled `ids` and
+/// `names`. A GIN lookup reads every trigram's whole list of rows, so frequent ones (the
+/// "com" of "Company_0999") cost much and narrow little; the full search is checked anyway.
+fn rare_part(q: &str, ids: &[String], names: &[String]) -> Option<String> {
+    if ids.is_empty() && names.is_empty() {
+        return None;
+    }
+    let share = |samples: &[String], t: &str| {
+        let hits = samples
+            .iter()
+            .filter(|s| s.to_lowercase().contains(t))
+            .count();
+        hits * 100 / samples.len().max(1)
+    };
+    let chars: Vec<char> = q.chars().collect();
+    let rare: Vec<bool> = chars
+        .windows(TRIGRAM)
+        .map(|w| {
+            let t = w.iter().collect::<String>().to_lowercase();
+            share(ids, &t) + share(names, &t) <= FREQUENT_PERCENT
+        })
+        .collect();
+    // The longest run of rare trigrams: (first window, windows).
+    let (mut best, mut run) = ((0, 0), 0);
+    for (i, r) in rare.iter().enumerate() {
+        run = if *r { run + 1 } else { 0 };
+        if run > best.1 {
+            best = (i + 1 - run, run);
+        }
+    }
+    let (start, windows) = best;
+    (windows > 0 && windows < rare.len())
+        .then(|| chars[start..start + windows + TRIGRAM - 1].iter().collect())
+}
+
+/// An FTS5 query for rows holding every trigram: each quoted as a string.
+fn fts_all_of<'a>(trigrams: impl IntoIterator<Item = &'a str>) -> String {
+    trigrams
+        .into_iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// How one list is found: where its rows come from and what selects them, as SQL.
+struct Plan {
+    /// FROM clause; the assets table is `a`.
+    from: &'static str,
+    /// WHERE condition selecting the matches.
+    filter: &'static str,
+    /// Text bound to `$1`, `$2`… of `from` and `filter`.
+    binds: Vec<String>,
+    /// The same matches read from the trigram index: they are counted there first, and
+    /// when they are few the page is read there too rather than by a long walk.
+    candidates: Option<Box<Plan>>,
+    /// The page's statement counts the matches too (they are few: one pass over them).
+    count_in_page: bool,
+    /// Statements are planned for their values (PostgreSQL's LIKE: a frequent string walks
+    /// the order, a rare one reads the trigram index).
+    one_off: bool,
+    /// The search cannot match anything.
+    empty: bool,
+}
+
+const ALL_ROWS: Plan = Plan {
+    from: "assets a",
+    filter: "1 = 1",
+    binds: Vec::new(),
+    candidates: None,
+    count_in_page: false,
+    one_off: false,
+    empty: false,
+};
+
+/// SQLite: rows from the trigram index, checked against the real ID and name.
+const FTS_FROM: &str = "assets_search CROSS JOIN assets a ON a.seq = assets_search.rowid";
+const FTS_FILTER: &str = "assets_search MATCH $1
+    AND (instr(lower(a.id), $2) > 0 OR instr(lower(a.name), $2) > 0)";
+/// SQLite: the substring check alone (SQLite's lower() folds ASCII letters only).
+const SQLITE_CONTAINS: &str = "(instr(lower(a.id), $1) > 0 OR instr(lower(a.name), $1) > 0)";
+/// PostgreSQL: the trigram indexes serve LIKE on these expressions.
+const POSTGRES_LIKE: &str = "(lower(a.id) LIKE lower($1) OR lower(a.name) LIKE lower($1))";
+/// PostgreSQL: the indexes look up a rare part of the search ($2), the rows are checked
+/// against all of it ($1).
+const POSTGRES_LIKE_PART: &str = "(lower(a.id) LIKE lower($2) OR lower(a.name) LIKE lower($2))
+    AND (strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
+/// PostgreSQL: the same check that no trigram index serves (for 1–2 characters).
+const POSTGRES_CONTAINS: &str =
+    "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
+
+#[derive(sqlx::FromRow)]
+struct ListedAsset {
+    #[sqlx(flatten)]
+    asset: Asset,
+    name_key: String,
+    /// All the matches, when the page's statement counts them.
+    #[sqlx(default)]
+    matches: Option<i64>,
+}
+
+impl ListedAsset {
+    fn key(&self, sort: AssetSort) -> AssetKey {
+        AssetKey {
+            value: match sort {
+                AssetSort::Name => KeyValue::Name(self.name_key.clone()),
+                AssetSort::Modified => KeyValue::Modified(self.asset.modified_at),
+            },
+            id: self.asset.id.clone(),
+        }
+    }
 }
 
 impl Store {
-    /// Inserts or updates every asset in one transaction: all or nothing.
-    #[tracing::instrument(skip(self, assets), fields(count = assets.len()))]
-    pub async fn upsert_assets(&self, assets: &[(AssetId, String, AssetKind)]) -> Result<()> {
-        let now = now_millis();
-        with_pool!(self, p => {
-        let mut tx = p.begin().await?;
-        for (id, name, kind) in assets {
-            sqlx::query(
-                "INSERT INTO assets (id, name, kind, modified_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
-                   modified_at = excluded.modified_at
-                 WHERE assets.name <> excluded.name OR assets.kind <> excluded.kind",
-            )
-            .bind(id.as_str())
-            .bind(name)
-            .bind(kind.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
-        })?;
-        Ok(())
-    }
-
-    /// Assets whose ID or name contains `q` (case-insensitive), one page of them.
+    /// Assets whose ID or name contains `q` (case-insensitive), `limit` of them from `start`.
     #[tracing::instrument(skip(self))]
     pub async fn list_assets(
         &self,
         q: &str,
         sort: AssetSort,
-        offset: i64,
+        start: &PageStart,
         limit: i64,
     ) -> Result<AssetPage> {
-        let pattern = like_pattern(q);
-        let filter = "lower(id) LIKE $1 ESCAPE '\\' OR lower(name) LIKE $1 ESCAPE '\\'";
-        let count_sql = format!("SELECT COUNT(*) FROM assets WHERE {filter}");
-        let page_sql = format!(
-            "SELECT id, name, kind, modified_at FROM assets WHERE {filter} ORDER BY {} LIMIT $2 OFFSET $3",
-            sort.order_by()
+        let mut plan = self.plan_search(q).await?;
+        if plan.empty {
+            return Ok(AssetPage {
+                assets: Vec::new(),
+                count: AssetCount::Exactly(0),
+                previous: None,
+                next: None,
+            });
+        }
+        let mut counted = None;
+        if let Some(candidates) = plan.candidates.take() {
+            let count = self.count_matches(&candidates).await?;
+            if let AssetCount::Exactly(_) = count {
+                plan = *candidates;
+            }
+            counted = Some(count);
+        }
+        let (rows, more) = self.fetch_page(&plan, sort, start, limit).await?;
+        let count = match (counted, rows.first().and_then(|r| r.matches)) {
+            (Some(count), _) => count,
+            (None, Some(n)) => AssetCount::bounded(n),
+            // The first page holds them all (and a rare search read the list only once).
+            (None, None) if *start == PageStart::First && !more => {
+                AssetCount::Exactly(rows.len() as i64)
+            }
+            (None, None) => self.count_matches(&plan).await?,
+        };
+        let (previous, next) = match start {
+            PageStart::First => (false, more),
+            PageStart::After(_) => (true, more),
+            PageStart::Before(_) if more => (true, true),
+            PageStart::Before(_) => {
+                // Back at the start: show the first page whole.
+                let (rows, more) = self
+                    .fetch_page(&plan, sort, &PageStart::First, limit)
+                    .await?;
+                return Ok(page_of(rows, sort, count, false, more));
+            }
+        };
+        Ok(page_of(rows, sort, count, previous, next))
+    }
+
+    /// How the rows matching `q` are found on this backend.
+    async fn plan_search(&self, q: &str) -> Result<Plan> {
+        if q.is_empty() {
+            return Ok(ALL_ROWS);
+        }
+        let short = q.chars().count() < TRIGRAM;
+        Ok(match &self.pool {
+            Pool::Postgres(_) if short => Plan {
+                filter: POSTGRES_CONTAINS,
+                binds: vec![q.to_string()],
+                ..ALL_ROWS
+            },
+            Pool::Postgres(p) => {
+                // One trigram has no part to leave out.
+                let part = if q.chars().count() > TRIGRAM {
+                    let (ids, names) = postgres_samples(p).await?;
+                    rare_part(q, &ids, &names)
+                } else {
+                    None
+                };
+                match part {
+                    Some(part) => Plan {
+                        filter: POSTGRES_LIKE_PART,
+                        binds: vec![q.to_string(), format!("%{}%", escape_like(&part))],
+                        one_off: true,
+                        ..ALL_ROWS
+                    },
+                    None => Plan {
+                        filter: POSTGRES_LIKE,
+                        binds: vec![format!("%{}%", escape_like(q))],
+                        one_off: true,
+                        ..ALL_ROWS
+                    },
+                }
+            }
+            Pool::Sqlite(_) if short => Plan {
+                filter: SQLITE_CONTAINS,
+                binds: vec![q.to_ascii_lowercase()],
+                ..ALL_ROWS
+            },
+            Pool::Sqlite(p) => {
+                let needle = q.to_ascii_lowercase();
+                let mut probed = probe_sqlite(p, &probe_trigrams(q)).await?;
+                probed.sort_by_key(|(_, n)| *n);
+                let rare: Vec<&str> = probed
+                    .iter()
+                    .take_while(|(_, n)| *n <= CANDIDATE_LIMIT)
+                    .take(MAX_KEY_TRIGRAMS)
+                    .map(|(t, _)| t.as_str())
+                    .collect();
+                if probed.first().is_some_and(|(_, n)| *n == 0) {
+                    Plan {
+                        empty: true,
+                        ..ALL_ROWS
+                    }
+                } else if rare.is_empty() {
+                    // Every trigram is frequent: matches likely are too, and the order's
+                    // walk meets them soon. The rows holding all of them are counted.
+                    let all = fts_all_of(probed.iter().map(|(t, _)| t.as_str()));
+                    Plan {
+                        filter: SQLITE_CONTAINS,
+                        binds: vec![needle.clone()],
+                        candidates: Some(Box::new(Plan {
+                            from: FTS_FROM,
+                            filter: FTS_FILTER,
+                            binds: vec![all, needle],
+                            ..ALL_ROWS
+                        })),
+                        ..ALL_ROWS
+                    }
+                } else {
+                    // At most CANDIDATE_LIMIT candidates: check, count and sort them all.
+                    Plan {
+                        from: FTS_FROM,
+                        filter: FTS_FILTER,
+                        binds: vec![fts_all_of(rare), needle],
+                        count_in_page: true,
+                        ..ALL_ROWS
+                    }
+                }
+            }
+        })
+    }
+
+    /// Counts the matches up to `COUNT_LIMIT + 1`: `plan`'s, not its candidates'.
+    async fn count_matches(&self, plan: &Plan) -> Result<AssetCount> {
+        let (from, filter) = (plan.from, plan.filter);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {filter} LIMIT {}) AS matches",
+            COUNT_LIMIT + 1
         );
-        let (total, assets) = with_pool!(self, p => {
-            let total: i64 = sqlx::query_scalar(&count_sql).bind(&pattern).fetch_one(p).await?;
-            let assets: Vec<Asset> = sqlx::query_as(&page_sql)
-                .bind(&pattern)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(p)
-                .await?;
-            Ok::<_, sqlx::Error>((total, assets))
+        let n: i64 = with_pool!(self, p => {
+            let mut query = sqlx::query_scalar(&sql).persistent(!plan.one_off);
+            for b in &plan.binds {
+                query = query.bind(b);
+            }
+            query.fetch_one(p).await
         })?;
-        Ok(AssetPage { assets, total })
+        Ok(AssetCount::bounded(n))
+    }
+
+    /// Up to `limit` rows from `start` in `sort` order, and whether more follow in that
+    /// direction. Rows come in the list's order whichever the direction.
+    async fn fetch_page(
+        &self,
+        plan: &Plan,
+        sort: AssetSort,
+        start: &PageStart,
+        limit: i64,
+    ) -> Result<(Vec<ListedAsset>, bool)> {
+        let (key, backwards) = match start {
+            PageStart::First => (None, false),
+            PageStart::After(key) => (Some(key), false),
+            PageStart::Before(key) => (Some(key), true),
+        };
+        let (order, keyset) = sort.order(backwards, plan.binds.len() + 1);
+        let keyset = if key.is_some() {
+            keyset
+        } else {
+            "1 = 1".into()
+        };
+        let columns = "a.id, a.name, a.kind, a.modified_at, lower(a.name) AS name_key";
+        let (from, filter) = (plan.from, plan.filter);
+        let sql = if plan.count_in_page {
+            // The count is taken over every match, before the page's start and size.
+            format!(
+                "SELECT {columns}, a.matches FROM (
+                   SELECT a.*, count(*) OVER () AS matches FROM {from} WHERE {filter}
+                 ) AS a WHERE {keyset} ORDER BY {order} LIMIT {}",
+                limit + 1
+            )
+        } else {
+            format!(
+                "SELECT {columns} FROM {from} WHERE {filter} AND {keyset} ORDER BY {order} LIMIT {}",
+                limit + 1
+            )
+        };
+        let mut rows: Vec<ListedAsset> = with_pool!(self, p => {
+            let mut query = sqlx::query_as(&sql).persistent(!plan.one_off);
+            for b in &plan.binds {
+                query = query.bind(b);
+            }
+            if let Some(key) = key {
+                query = match &key.value {
+                    KeyValue::Name(name) => query.bind(name),
+                    KeyValue::Modified(at) => query.bind(at),
+                }
+                .bind(&key.id);
+            }
+            query.fetch_all(p).await
+        })?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        if backwards {
+            rows.reverse();
+        }
+        Ok((rows, more))
     }
 
     /// The first asset in name order, used for the template preview.
@@ -121,5 +536,144 @@ impl Store {
                 .fetch_optional(p)
                 .await
         })?)
+    }
+}
+
+fn page_of(
+    rows: Vec<ListedAsset>,
+    sort: AssetSort,
+    count: AssetCount,
+    previous: bool,
+    next: bool,
+) -> AssetPage {
+    let previous = previous
+        .then(|| rows.first().map(|r| r.key(sort)))
+        .flatten();
+    let next = next.then(|| rows.last().map(|r| r.key(sort))).flatten();
+    AssetPage {
+        assets: rows.into_iter().map(|r| r.asset).collect(),
+        count,
+        previous,
+        next,
+    }
+}
+
+/// How many rows hold each trigram, counted up to `CANDIDATE_LIMIT + 1`, in one statement.
+async fn probe_sqlite(p: &sqlx::SqlitePool, trigrams: &[String]) -> Result<Vec<(String, i64)>> {
+    let columns: Vec<String> = (1..=trigrams.len())
+        .map(|i| {
+            format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM assets_search WHERE assets_search MATCH ${i} LIMIT {}))",
+                CANDIDATE_LIMIT + 1
+            )
+        })
+        .collect();
+    let sql = format!("SELECT {}", columns.join(", "));
+    let mut query = sqlx::query(&sql);
+    for t in trigrams {
+        query = query.bind(fts_all_of([t.as_str()]));
+    }
+    let row = query.fetch_one(p).await?;
+    (0..trigrams.len())
+        .map(|i| Ok((trigrams[i].clone(), sqlx::Row::try_get(&row, i)?)))
+        .collect()
+}
+
+/// PostgreSQL: the IDs and names its statistics keep as a sample of the table (the
+/// histogram ANALYZE makes, about a hundred of each); none before the first ANALYZE.
+async fn postgres_samples(p: &sqlx::PgPool) -> Result<(Vec<String>, Vec<String>)> {
+    let rows: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT attname::text, histogram_bounds::text::text[] FROM pg_stats
+         WHERE schemaname = current_schema() AND tablename = 'assets' AND attname IN ('id', 'name')",
+    )
+    .fetch_all(p)
+    .await?;
+    let (mut ids, mut names) = (Vec::new(), Vec::new());
+    for (column, values) in rows {
+        let values = values.unwrap_or_default();
+        if column == "id" {
+            ids = values;
+        } else {
+            names = values;
+        }
+    }
+    Ok((ids, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_distinct_trigrams_spread_over_the_search() {
+        assert_eq!(probe_trigrams("red"), ["red"]);
+        assert_eq!(probe_trigrams("abcABC"), ["abc", "bcA", "cAB"]);
+        assert_eq!(probe_trigrams("日本語だ"), ["日本語", "本語だ"]);
+        let long = probe_trigrams("Company_0999_SKU0000999");
+        assert_eq!(long.len(), MAX_PROBES);
+        assert_eq!(long.first().unwrap(), "Com");
+        assert_eq!(long.last().unwrap(), "009", "the last distinct one");
+        assert!(probe_trigrams("ab").is_empty());
+    }
+
+    #[test]
+    fn postgres_looks_up_the_longest_rare_run_of_a_search() {
+        let ids: Vec<String> = (0..100)
+            .map(|i| format!("Company_{i:04}_SKU{i:07}"))
+            .collect();
+        let names: Vec<String> = (0..100).map(|i| format!("Red Tent {i}")).collect();
+        // "com", "omp", … "y_0" are in every sampled ID; "_09", "099" and "999" in none.
+        assert_eq!(
+            rare_part("Company_0999", &ids, &names).as_deref(),
+            Some("_0999")
+        );
+        assert_eq!(
+            rare_part("red Kayak", &ids, &names).as_deref(),
+            Some("d Kayak")
+        );
+        // All rare, all frequent, or no statistics: nothing to leave out.
+        assert_eq!(rare_part("Kayak", &ids, &names), None);
+        assert_eq!(rare_part("red tent", &ids, &names), None);
+        assert_eq!(rare_part("Company_0999", &[], &[]), None);
+    }
+
+    #[test]
+    fn fts_queries_quote_every_trigram() {
+        assert_eq!(fts_all_of(["a\"b", "x y"]), "\"a\"\"b\" AND \"x y\"");
+    }
+
+    #[test]
+    fn keys_round_trip_through_tokens_for_their_order_only() {
+        let name = AssetKey {
+            value: KeyValue::Name("tent \"2p\" ü".into()),
+            id: "Tent_2P".into(),
+        };
+        assert_eq!(
+            AssetKey::parse(&name.token(), AssetSort::Name),
+            Some(name.clone())
+        );
+        assert_eq!(AssetKey::parse(&name.token(), AssetSort::Modified), None);
+        let modified = AssetKey {
+            value: KeyValue::Modified(1_700_000_000_000),
+            id: "a".into(),
+        };
+        assert_eq!(
+            AssetKey::parse(&modified.token(), AssetSort::Modified),
+            Some(modified)
+        );
+        assert_eq!(AssetKey::parse("not a token", AssetSort::Name), None);
+    }
+
+    #[test]
+    fn counts_stop_at_the_limit() {
+        assert_eq!(AssetCount::bounded(7), AssetCount::Exactly(7));
+        assert_eq!(
+            AssetCount::bounded(COUNT_LIMIT),
+            AssetCount::Exactly(COUNT_LIMIT)
+        );
+        assert_eq!(
+            AssetCount::bounded(COUNT_LIMIT + 1),
+            AssetCount::MoreThan(COUNT_LIMIT)
+        );
     }
 }

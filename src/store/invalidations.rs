@@ -106,6 +106,64 @@ pub struct HistoryPage {
     pub total: i64,
 }
 
+/// How many of an invalidation's URLs are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct UrlCounts {
+    pub queued: i64,
+    pub retrying: i64,
+    pub submitted: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+impl UrlCounts {
+    /// The count for one state.
+    pub fn of(&self, status: UrlStatus) -> i64 {
+        match status {
+            UrlStatus::Queued => self.queued,
+            UrlStatus::Retrying => self.retrying,
+            UrlStatus::Submitted => self.submitted,
+            UrlStatus::Succeeded => self.succeeded,
+            UrlStatus::Failed => self.failed,
+        }
+    }
+}
+
+/// An invalidation and its URL counts, read together in one statement: all a progress poll
+/// reads, however many URLs there are.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvalidationProgress {
+    #[sqlx(flatten)]
+    pub invalidation: Invalidation,
+    #[sqlx(flatten)]
+    pub counts: UrlCounts,
+}
+
+/// A URL with its place in the list the user gave (0-based), the key its pages are cut on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PositionedUrl {
+    pub position: i64,
+    #[sqlx(flatten)]
+    pub url: InvalidationUrl,
+}
+
+/// One page of an invalidation's URLs, in the order given.
+#[derive(Debug, Clone, Default)]
+pub struct UrlPage {
+    pub urls: Vec<PositionedUrl>,
+    /// The position the next page starts after; `None` on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// One page of an invalidation's provider requests, oldest first, and how many there are.
+#[derive(Debug, Clone, Default)]
+pub struct BatchPage {
+    pub batches: Vec<PurgeBatch>,
+    /// The batch id the next page starts after; `None` on the last page.
+    pub next_after: Option<i64>,
+    pub total: i64,
+}
+
 const INVALIDATION_SELECT: &str = "
     SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
            i.duplicates_dropped, i.estimated_seconds, i.started_at, i.finished_at, i.retry_of,
@@ -113,6 +171,14 @@ const INVALIDATION_SELECT: &str = "
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'failed') AS failed,
            (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
     FROM invalidations i JOIN users u ON u.id = i.created_by";
+
+/// A row of history and how many rows matched in all.
+#[derive(Debug, sqlx::FromRow)]
+struct HistoryRow {
+    #[sqlx(flatten)]
+    invalidation: Invalidation,
+    matched: i64,
+}
 
 /// An invalidation a worker has claimed: it holds the lease until it releases it or stops
 /// renewing it.
@@ -268,8 +334,10 @@ impl Store {
 
     #[tracing::instrument(skip(self))]
     pub async fn get_invalidation(&self, id: i64) -> Result<Option<Invalidation>> {
-        let sql = format!("{INVALIDATION_SELECT} WHERE i.id = $1");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
+        Ok(self
+            .invalidation_progress(id)
+            .await?
+            .map(|p| p.invalidation))
     }
 
     /// The URLs of an invalidation in the order the user gave them.
@@ -308,7 +376,13 @@ impl Store {
         })?)
     }
 
-    /// History, newest first.
+    /// History, newest first, and how many invalidations match the filter.
+    ///
+    /// One statement finds the page and counts every match (a window count before the
+    /// limit), so a URL filter reads the URLs once. It reads them in table order into a set
+    /// of invalidations: a correlated EXISTS per invalidation probed each one's URLs through an
+    /// index, one random read per URL (~20x slower on SQLite for a URL few invalidations hold).
+    /// The per-row counts are then taken for the page's rows only.
     #[tracing::instrument(skip(self))]
     pub async fn list_invalidations(
         &self,
@@ -318,24 +392,25 @@ impl Store {
     ) -> Result<HistoryPage> {
         let condition = "($1 = '' OR i.status = $1)
             AND ($2 = '' OR u.username = $2)
-            AND ($3 = '%%' OR EXISTS (SELECT 1 FROM invalidation_urls x
-                 WHERE x.invalidation_id = i.id AND lower(x.url) LIKE $3 ESCAPE '\\'))";
+            AND ($3 = '%%' OR i.id IN (SELECT x.invalidation_id FROM invalidation_urls x
+                 WHERE lower(x.url) LIKE $3 ESCAPE '\\'))";
         let status = filter.status.map(InvalidationStatus::as_str).unwrap_or("");
         let pattern = like_pattern(&filter.url);
+        let page_sql = format!(
+            "WITH page AS (
+                 SELECT i.id, COUNT(*) OVER () AS matched
+                 FROM invalidations i JOIN users u ON u.id = i.created_by
+                 WHERE {condition} ORDER BY i.id DESC LIMIT $4 OFFSET $5)
+             SELECT h.*, page.matched
+             FROM ({INVALIDATION_SELECT} WHERE i.id IN (SELECT id FROM page)) AS h
+             JOIN page ON page.id = h.id
+             ORDER BY h.id DESC"
+        );
         let count_sql = format!(
             "SELECT COUNT(*) FROM invalidations i JOIN users u ON u.id = i.created_by WHERE {condition}"
         );
-        let page_sql = format!(
-            "{INVALIDATION_SELECT} WHERE {condition} ORDER BY i.id DESC LIMIT $4 OFFSET $5"
-        );
         let (total, items) = with_pool!(self, p => {
-            let total: i64 = sqlx::query_scalar(&count_sql)
-                .bind(status)
-                .bind(&filter.username)
-                .bind(&pattern)
-                .fetch_one(p)
-                .await?;
-            let items: Vec<Invalidation> = sqlx::query_as(&page_sql)
+            let rows: Vec<HistoryRow> = sqlx::query_as(&page_sql)
                 .bind(status)
                 .bind(&filter.username)
                 .bind(&pattern)
@@ -343,6 +418,20 @@ impl Store {
                 .bind(offset)
                 .fetch_all(p)
                 .await?;
+            let total = match rows.first() {
+                Some(row) => row.matched,
+                None if offset == 0 => 0,
+                // A page past the end has no row to carry the count.
+                None => {
+                    sqlx::query_scalar(&count_sql)
+                        .bind(status)
+                        .bind(&filter.username)
+                        .bind(&pattern)
+                        .fetch_one(p)
+                        .await?
+                }
+            };
+            let items: Vec<Invalidation> = rows.into_iter().map(|r| r.invalidation).collect();
             Ok::<_, sqlx::Error>((total, items))
         })?;
         Ok(HistoryPage { items, total })
@@ -674,5 +763,114 @@ impl Store {
             tx.commit().await
         })?;
         Ok(())
+    }
+
+    /// An invalidation and how many of its URLs are in each state, in one statement. Each
+    /// count reads only the (invalidation, status) index entries of its state, never a URL
+    /// row: on SQLite five such counts take a third of the time of one pass with five
+    /// `COUNT(*) FILTER` over the invalidation's entries.
+    #[tracing::instrument(skip(self))]
+    pub async fn invalidation_progress(&self, id: i64) -> Result<Option<InvalidationProgress>> {
+        let count = |status: &str| {
+            format!(
+                "(SELECT COUNT(*) FROM invalidation_urls x
+                  WHERE x.invalidation_id = i.id AND x.status = '{status}') AS {status}"
+            )
+        };
+        let sql = format!(
+            "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings,
+                    i.total, i.duplicates_dropped, i.estimated_seconds, i.started_at, i.finished_at, i.retry_of,
+                    {}, {}, {}, {}, {},
+                    (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
+             FROM invalidations i JOIN users u ON u.id = i.created_by
+             WHERE i.id = $1",
+            count("queued"),
+            count("retrying"),
+            count("submitted"),
+            count("succeeded"),
+            count("failed"),
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
+    }
+
+    /// At most `limit` URLs of an invalidation after position `after` (`None`: from the first),
+    /// in the order given, only those with `status` when one is named. Keyset paging: each page
+    /// costs the same however deep it is.
+    #[tracing::instrument(skip(self))]
+    pub async fn invalidation_url_page(
+        &self,
+        id: i64,
+        status: Option<UrlStatus>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<UrlPage> {
+        let limit = limit.max(1);
+        // Two statements rather than `($3 IS NULL OR status = $3)`, so each gets its own plan:
+        // the (invalidation, position) key for all URLs, the status index for one state.
+        let filter = if status.is_some() {
+            "AND status = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT position, {URL_COLUMNS} FROM invalidation_urls
+             WHERE invalidation_id = $1 AND position > $2 {filter}
+             ORDER BY position LIMIT $3"
+        );
+        let after = after.unwrap_or(-1);
+        let mut urls: Vec<PositionedUrl> = with_pool!(self, p => {
+            let query = sqlx::query_as(&sql).bind(id).bind(after).bind(limit + 1);
+            match status {
+                Some(status) => query.bind(status).fetch_all(p).await,
+                None => query.fetch_all(p).await,
+            }
+        })?;
+        let next_after = if urls.len() as i64 > limit {
+            urls.truncate(limit as usize);
+            urls.last().map(|u| u.position)
+        } else {
+            None
+        };
+        Ok(UrlPage { urls, next_after })
+    }
+
+    /// At most `limit` provider requests of an invalidation after batch `after` (`None`: from
+    /// the first), oldest first, and how many it has (one per URL for some providers).
+    #[tracing::instrument(skip(self))]
+    pub async fn invalidation_batch_page(
+        &self,
+        id: i64,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<BatchPage> {
+        let limit = limit.max(1);
+        let (total, mut batches): (i64, Vec<PurgeBatch>) = with_pool!(self, p => {
+            let total = sqlx::query_scalar("SELECT COUNT(*) FROM purge_batches WHERE invalidation_id = $1")
+                .bind(id)
+                .fetch_one(p)
+                .await?;
+            let batches = sqlx::query_as(
+                "SELECT id, reference, provider_id, support_id, estimated_seconds, url_count,
+                        status = 'pending' AS pending, created_at, completed_at
+                 FROM purge_batches WHERE invalidation_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(id)
+            .bind(after.unwrap_or(0))
+            .bind(limit + 1)
+            .fetch_all(p)
+            .await?;
+            Ok::<_, sqlx::Error>((total, batches))
+        })?;
+        let next_after = if batches.len() as i64 > limit {
+            batches.truncate(limit as usize);
+            batches.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok(BatchPage {
+            batches,
+            next_after,
+            total,
+        })
     }
 }

@@ -19,17 +19,20 @@ macro_rules! with_pool {
 }
 
 mod assets;
+mod catalogue_import;
 mod copy;
 mod invalidations;
 mod settings;
 mod users;
 
 pub use crate::domain::status::{InvalidationStatus, Role, UrlStatus};
-pub use assets::{Asset, AssetPage, AssetSort};
+pub use assets::{Asset, AssetCount, AssetKey, AssetPage, AssetSort, COUNT_LIMIT, PageStart};
+pub use catalogue_import::ImportReport;
 pub use copy::CopyReport;
 pub use invalidations::{
-    ClaimedInvalidation, HistoryFilter, HistoryPage, Invalidation, InvalidationUrl, NewBatch,
-    NewInvalidation, PurgeBatch, UrlOutcome,
+    BatchPage, ClaimedInvalidation, HistoryFilter, HistoryPage, Invalidation, InvalidationProgress,
+    InvalidationUrl, NewBatch, NewInvalidation, PositionedUrl, PurgeBatch, UrlCounts, UrlOutcome,
+    UrlPage,
 };
 pub use settings::{ProviderChoice, UnlockReport};
 pub use users::{LoginAttempts, User};

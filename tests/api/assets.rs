@@ -54,31 +54,318 @@ async fn import_lists_searches_and_updates_assets() {
 }
 
 #[tokio::test]
-async fn fifty_per_page_with_total_and_page_links() {
+async fn fifty_per_page_with_total_and_next_and_previous_links() {
     let app = spawn_app().await;
     let admin = app.admin().await;
     let csv: String = std::iter::once("id,name,type\n".to_string())
         .chain((0..120).map(|i| format!("A{i:03},Asset {i:03},image\n")))
         .collect();
     assert_eq!(admin.import_csv(&csv).await.status(), StatusCode::SEE_OTHER);
+    let want = |range: std::ops::Range<i32>| range.map(|i| format!("A{i:03}")).collect::<Vec<_>>();
     let html = admin.page("/assets").await;
-    assert_eq!(ids(&html).len(), 50);
-    assert!(texts(&html, "#asset-count")[0].starts_with("120 assets"));
-    assert_eq!(texts(&html, ".pager a, .pager span"), ["1", "2", "3"]);
-    let html = admin.page("/assets?page=3").await;
+    assert_eq!(ids(&html), want(0..50));
+    assert_eq!(texts(&html, "#asset-count"), ["120 assets."]);
+    assert_eq!(texts(&html, ".pager a"), ["Next"]);
+
+    let html = admin.page(&link(&html, "next")).await;
+    assert_eq!(ids(&html), want(50..100));
+    assert_eq!(texts(&html, ".pager a"), ["First", "Previous", "Next"]);
+    let last = admin.page(&link(&html, "next")).await;
+    assert_eq!(ids(&last), want(100..120));
+    assert_eq!(texts(&last, ".pager a"), ["First", "Previous"]);
+    assert_eq!(texts(&last, "#asset-count"), ["120 assets."]);
+
+    let html = admin.page(&link(&last, "prev")).await;
+    assert_eq!(ids(&html), want(50..100));
+    let html = admin.page(&link(&html, "prev")).await;
+    assert_eq!(ids(&html), want(0..50));
+    assert_eq!(texts(&html, ".pager a"), ["Next"], "back at the first page");
+    assert_eq!(ids(&admin.page(&link(&last, "first")).await), want(0..50));
+
+    // A link that is not one of ours starts over.
     assert_eq!(
-        ids(&html),
-        (100..120).map(|i| format!("A{i:03}")).collect::<Vec<_>>()
+        ids(&admin.page("/assets?after=nonsense").await),
+        want(0..50)
     );
-    // A page past the end shows the last page.
-    let html = admin.page("/assets?page=99").await;
-    assert_eq!(ids(&html).len(), 20);
     // The select-all box and the Invalidate CDN button are there.
     assert!(html.select(&sel("#select-all")).next().is_some());
     assert_eq!(
         attr(&html, "form#selection", "action").unwrap(),
         "/invalidate"
     );
+}
+
+/// The href of the pager's link with this `rel`.
+fn link(html: &Html, rel: &str) -> String {
+    attr(html, &format!(".pager a[rel={rel}]"), "href").unwrap_or_else(|| panic!("no {rel} link"))
+}
+
+/// Every page from the first, following `rel=next`; then every page back from the last one,
+/// following `rel=prev`. Returns the IDs of both walks in list order.
+async fn walk_pages(admin: &Browser, first: &str) -> (Vec<String>, Vec<String>) {
+    let mut forward = Vec::new();
+    let mut html = admin.page(first).await;
+    loop {
+        forward.extend(ids(&html));
+        match attr(&html, ".pager a[rel=next]", "href") {
+            Some(next) => html = admin.page(&next).await,
+            None => break,
+        }
+    }
+    let mut pages = vec![ids(&html)];
+    while let Some(previous) = attr(&html, ".pager a[rel=prev]", "href") {
+        html = admin.page(&previous).await;
+        pages.push(ids(&html));
+    }
+    let backward = pages.into_iter().rev().flatten().collect();
+    (forward, backward)
+}
+
+/// One asset of the catalogue below, and what the list should show.
+struct Row {
+    id: String,
+    name: String,
+}
+
+impl Row {
+    /// The app's match: ID or name contains `q`, ASCII letters in any case.
+    fn matches(&self, q: &str) -> bool {
+        let q = q.to_ascii_lowercase();
+        self.id.to_ascii_lowercase().contains(&q) || self.name.to_ascii_lowercase().contains(&q)
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn csv_of(rows: &[Row]) -> String {
+    std::iter::once("id,name,type\n".to_string())
+        .chain(
+            rows.iter()
+                .map(|r| format!("{},{},image\n", csv_field(&r.id), csv_field(&r.name))),
+        )
+        .collect()
+}
+
+#[tokio::test]
+async fn paging_visits_every_match_once_in_order_both_ways() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // 330 assets in three imports (so three modification times), names out of ID order.
+    let rows: Vec<Row> = (0..330)
+        .map(|i| Row {
+            id: format!("item-{i:03}"),
+            name: format!(
+                "Thing {:03}{}",
+                (i * 7) % 330,
+                if i % 3 == 0 { " red" } else { "" }
+            ),
+        })
+        .collect();
+    for batch in rows.chunks(110) {
+        assert_eq!(
+            admin.import_csv(&csv_of(batch)).await.status(),
+            StatusCode::SEE_OTHER
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let by_name = |q: &str| {
+        let mut found: Vec<&Row> = rows.iter().filter(|r| r.matches(q)).collect();
+        found.sort_by(|a, b| (a.name.to_lowercase(), &a.id).cmp(&(b.name.to_lowercase(), &b.id)));
+        found.into_iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+    };
+    // Modified: the last import first; within one import (one time), by ID descending.
+    let by_modified = |q: &str| {
+        let mut found: Vec<(usize, &Row)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matches(q))
+            .collect();
+        found.sort_by(|(i, a), (j, b)| (j / 110).cmp(&(i / 110)).then(b.id.cmp(&a.id)));
+        found
+            .into_iter()
+            .map(|(_, r)| r.id.clone())
+            .collect::<Vec<_>>()
+    };
+    // No search, a trigram search, a one-character and a two-character search.
+    for q in ["", "RED", "Thing 1", "1", "05"] {
+        for (sort, want) in [("name", by_name(q)), ("modified", by_modified(q))] {
+            let path = format!("/assets?q={}&sort={sort}", urlencode(q));
+            let (forward, backward) = walk_pages(&admin, &path).await;
+            assert_eq!(forward, want, "forward, q={q:?} sort={sort}");
+            assert_eq!(backward, want, "backward, q={q:?} sort={sort}");
+            let html = admin.page(&path).await;
+            assert_eq!(
+                texts(&html, "#asset-count")[0],
+                if q.is_empty() {
+                    format!("{} assets.", want.len())
+                } else {
+                    format!("{} assets match “{q}”.", want.len())
+                }
+            );
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn searches_treat_wildcards_quotes_and_unicode_as_text() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let rows: Vec<Row> = [
+        ("pct_100%", "Sale 100% off"),
+        ("under_score", "Plain name"),
+        ("o'brien", "O'Brien's jacket"),
+        ("say\"hi\"", "The \"best\" tent"),
+        ("back\\slash", "Path C:\\Temp\\x"),
+        ("uni-1", "Ünïcødé Jacket"),
+        ("jp-1", "日本の傘"),
+        ("x", "Y"),
+        ("ab", "Cd"),
+        ("plain-1", "Nothing special"),
+    ]
+    .into_iter()
+    .map(|(id, name)| Row {
+        id: id.into(),
+        name: name.into(),
+    })
+    .collect();
+    assert_eq!(
+        admin.import_csv(&csv_of(&rows)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let search = |q: &'static str| {
+        let admin = &admin;
+        async move {
+            let mut found = ids(&admin.page(&format!("/assets?q={}", urlencode(q))).await);
+            found.sort();
+            found
+        }
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("%", &["pct_100%"]),
+        ("100%", &["pct_100%"]),
+        ("_", &["pct_100%", "under_score"]),
+        ("R_S", &["under_score"]),
+        ("e_s", &[]),
+        ("'", &["o'brien"]),
+        ("o'b", &["o'brien"]),
+        ("\"", &["say\"hi\""]),
+        ("\"BEST\"", &["say\"hi\""]),
+        ("\\", &["back\\slash"]),
+        ("K\\S", &["back\\slash"]),
+        ("Ünïcødé", &["uni-1"]),
+        ("ïcø", &["uni-1"]),
+        ("Ü", &["uni-1"]),
+        ("JACKET", &["o'brien", "uni-1"]),
+        ("日本", &["jp-1"]),
+        ("本の傘", &["jp-1"]),
+        ("の", &["jp-1"]),
+        ("X", &["back\\slash", "x"]),
+        ("y", &["say\"hi\"", "x"]),
+        ("AB", &["ab"]),
+        ("cd", &["ab"]),
+        ("sale 100% off", &["pct_100%"]),
+        ("no such thing", &[]),
+    ];
+    for (q, want) in cases {
+        let mut expected: Vec<String> = rows
+            .iter()
+            .filter(|r| r.matches(q))
+            .map(|r| r.id.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(expected, *want, "the test's own reference, q={q:?}");
+        assert_eq!(search(q).await, *want, "q={q:?}");
+    }
+}
+
+#[tokio::test]
+async fn counts_stop_past_a_thousand_matches() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // More rows than the SQLite search checks one by one (5,000), so that "bulk" is frequent.
+    let csv: String = std::iter::once("id,name,type\n".to_string())
+        .chain((0..6_000).map(|i| format!("bulk-{i:05},Bulk asset {i:05},image\n")))
+        .collect();
+    assert_eq!(admin.import_csv(&csv).await.status(), StatusCode::SEE_OTHER);
+    let want =
+        |range: std::ops::Range<i32>| range.map(|i| format!("bulk-{i:05}")).collect::<Vec<_>>();
+    let html = admin.page("/assets").await;
+    assert_eq!(texts(&html, "#asset-count"), ["More than 1,000 assets."]);
+    // Every trigram of "bulk" is in every row: the list walks its order.
+    let html = admin.page("/assets?q=BULK&sort=name").await;
+    assert_eq!(
+        texts(&html, "#asset-count"),
+        ["More than 1,000 assets match “BULK”."]
+    );
+    assert_eq!(ids(&html), want(0..50));
+    let html = admin.page(&link(&html, "next")).await;
+    assert_eq!(ids(&html), want(50..100));
+    // Rarer trigrams: the rows holding them are checked, counted and sorted.
+    let html = admin.page("/assets?q=asset+0100").await;
+    assert_eq!(
+        texts(&html, "#asset-count"),
+        ["10 assets match “asset 0100”."]
+    );
+    assert_eq!(ids(&html), want(1_000..1_010));
+    let html = admin.page("/assets?q=05999").await;
+    assert_eq!(ids(&html), ["bulk-05999"]);
+    // Exactly the limit is still a count.
+    let html = admin.page("/assets?q=k-01").await;
+    assert_eq!(texts(&html, "#asset-count"), ["1,000 assets match “k-01”."]);
+    // PostgreSQL with statistics looks up the rare part of a search ("05999") in its indexes
+    // and checks the rows against all of it.
+    if let Some(db) = &app.postgres {
+        let mut c: sqlx::PgConnection = sqlx::Connection::connect(&db.url).await.unwrap();
+        sqlx::Executor::execute(&mut c, "ANALYZE assets")
+            .await
+            .unwrap();
+        for q in ["Bulk+asset+05999", "BULK+ASSET+05999", "k+asset+0599"] {
+            let html = admin.page(&format!("/assets?q={q}")).await;
+            let want = if q.ends_with("0599") {
+                want(5_990..6_000)
+            } else {
+                want(5_999..6_000)
+            };
+            assert_eq!(ids(&html), want, "q={q}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn frequent_words_in_a_rare_order_are_found() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // Every trigram of "bulk asset bulk" is in more than 5,000 rows, the phrase in three.
+    let csv: String = std::iter::once("id,name,type\n".to_string())
+        .chain((0..10_400).map(|i| {
+            let name = if i % 2 == 0 {
+                "Bulk asset"
+            } else {
+                "Asset bulk"
+            };
+            format!("x-{i:05},{name} {i:05},image\n")
+        }))
+        .chain((0..3).map(|i| format!("rare-{i},Bulk asset bulk {i},image\n")))
+        .collect();
+    assert_eq!(admin.import_csv(&csv).await.status(), StatusCode::SEE_OTHER);
+    let html = admin.page("/assets?q=BULK+ASSET+BULK").await;
+    assert_eq!(ids(&html), ["rare-0", "rare-1", "rare-2"]);
+    assert_eq!(
+        texts(&html, "#asset-count"),
+        ["3 assets match “BULK ASSET BULK”."]
+    );
+    let html = admin.page("/assets?q=asset+bulk&sort=modified").await;
+    assert_eq!(
+        texts(&html, "#asset-count"),
+        ["More than 1,000 assets match “asset bulk”."]
+    );
+    assert_eq!(ids(&html).len(), 50);
 }
 
 #[tokio::test]
@@ -128,4 +415,106 @@ async fn users_see_assets_but_cannot_import() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(ids(&user.page("/assets").await), ["a"]);
+}
+
+#[tokio::test]
+async fn a_malformed_quoted_field_writes_nothing_and_names_its_line() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    assert_eq!(
+        admin.import_csv("id,name\nkeep,Kept\n").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // Once read leniently as the name `abcd"`.
+    let csv = "id,name,type\r\nnew_1,\"New, \"\"quoted\"\"\",image\r\nkeep,Renamed,image\r\nQ3,\"ab\"cd\",image\r\n";
+    let r = admin.import_csv(csv).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    let errors = texts(&html, "#import-errors li");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("Line 4: field 2 has text after its closing quote"),
+        "{errors:?}"
+    );
+    let html = admin.page("/assets").await;
+    assert_eq!(ids(&html), ["keep"]);
+    assert!(texts(&html, "tbody td").contains(&"Kept".to_string()));
+}
+
+/// Every asset's ID and `modified_at`, read from the database directly.
+async fn modified_times(url: &str) -> Vec<(String, i64)> {
+    use sqlx::Connection;
+    let sql = "SELECT id, modified_at FROM assets ORDER BY id";
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+    }
+}
+
+/// Imports `csv` and returns the counts the page shows after the redirect.
+async fn import_counts(admin: &Browser, csv: &str) -> (String, String) {
+    let r = admin.import_csv(csv).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = admin.page(r.headers()["location"].to_str().unwrap()).await;
+    (
+        texts(&html, "[role=status]").concat(),
+        texts(&html, "#import-counts").concat(),
+    )
+}
+
+#[tokio::test]
+async fn reimporting_a_file_changes_nothing_and_says_so() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/example-assets.csv"))
+        .unwrap();
+    assert_eq!(
+        import_counts(&admin, &csv).await,
+        (
+            "Imported 6 assets.".into(),
+            "6 new, 0 changed, 0 unchanged.".into()
+        )
+    );
+    let first = modified_times(&app.database_url).await;
+    assert_eq!(first.len(), 6);
+
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        import_counts(&admin, &csv).await.1,
+        "0 new, 0 changed, 6 unchanged."
+    );
+    assert_eq!(modified_times(&app.database_url).await, first);
+
+    // A renamed asset and one of another type get the import's time; the others keep theirs.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let csv = "id,name,type\nTent_2P,Tent for two,image\nSize_Guide,Size guide PDF,image\nBackpack_B,Backpack blue,image\nNew_1,\"Say \"\"hi\"\", C:\\tmp é ✓\",other\n";
+    assert_eq!(
+        import_counts(&admin, csv).await.1,
+        "1 new, 2 changed, 1 unchanged."
+    );
+    // Quotes, commas, backslashes and non-ASCII text are stored as they were read, so the same
+    // file again finds every row unchanged.
+    assert!(
+        texts(&admin.page("/assets?q=hi").await, "tbody td")
+            .contains(&"Say \"hi\", C:\\tmp é ✓".into())
+    );
+    assert_eq!(
+        import_counts(&admin, csv).await.1,
+        "0 new, 0 changed, 4 unchanged."
+    );
+    let now = modified_times(&app.database_url).await;
+    let time_of = |rows: &[(String, i64)], id: &str| {
+        rows.iter().find(|(i, _)| i == id).map(|(_, t)| *t).unwrap()
+    };
+    assert_eq!(time_of(&now, "Backpack_B"), time_of(&first, "Backpack_B"));
+    assert_eq!(
+        time_of(&now, "Hiking_Boot_01"),
+        time_of(&first, "Hiking_Boot_01")
+    );
+    assert!(time_of(&now, "Tent_2P") > time_of(&first, "Tent_2P"));
+    assert!(time_of(&now, "Size_Guide") > time_of(&first, "Size_Guide"));
+    assert_eq!(time_of(&now, "New_1"), time_of(&now, "Tent_2P"));
 }

@@ -450,7 +450,7 @@ async fn script_payloads_stay_inert_in_the_browser() {
         .await;
     admin
         .import_csv(&format!(
-            "id,name\n\"{}\",\"{payload}\"\n",
+            "id,name\n\"{0}\",\"{0}\"\n",
             payload.replace('"', "\"\"")
         ))
         .await;

@@ -184,3 +184,36 @@ async fn continue_is_idempotent() {
     let r = admin.continue_with(&again, urls).await;
     assert_ne!(invalidation_id(&r), ids[0]);
 }
+
+/// A pasted file of 20,000 bad lines is refused with the first errors and a count of the rest,
+/// the text kept for correcting, and a page not much larger than the text.
+#[tokio::test]
+async fn many_bad_lines_list_the_first_errors_and_count_the_rest() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let page = admin.page("/invalidate").await;
+    let text: String = (0..20_000)
+        .map(|i| format!("server.com/is/image/missing-scheme-{i}\n"))
+        .collect();
+    let r = admin.continue_with(&page, &text).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.len() < 2 * text.len(),
+        "{} bytes for {} submitted",
+        body.len(),
+        text.len()
+    );
+    let html = Html::parse_document(&body);
+    let errors = texts(&html, "#url-errors li");
+    assert_eq!(errors.len(), 50);
+    assert!(errors[0].starts_with("Line 1:"), "{}", errors[0]);
+    assert!(errors[49].starts_with("Line 50:"), "{}", errors[49]);
+    assert_eq!(
+        texts(&html, "#more-errors"),
+        ["… and 19950 more lines with errors."]
+    );
+    assert_eq!(texts(&html, "textarea[name=urls]"), [text.trim_end()]);
+    assert_eq!(history_count(&admin).await, 0);
+}

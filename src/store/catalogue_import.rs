@@ -1,0 +1,175 @@
+//! Importing a catalogue: every row inserted or updated in one transaction, 20,000 rows per
+//! statement. The rows reach each database in its own bulk form (SQLite: a JSON text read by
+//! `json_each`; PostgreSQL: arrays read by `UNNEST`), so the two upserts are written apart.
+
+use super::{Pool, Result, Store, now_millis};
+use crate::domain::catalogue::CatalogueRow;
+use sqlx::{Connection, PgPool, SqlitePool};
+
+/// How an import changed the catalogue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Rows in the file.
+    pub read: u64,
+    /// IDs that were not in the catalogue.
+    pub new: u64,
+    /// Known IDs whose name or type changed.
+    pub changed: u64,
+    /// Known IDs left as they were.
+    pub unchanged: u64,
+}
+
+/// Rows per statement. They travel as one JSON text (SQLite) or three arrays (PostgreSQL), not
+/// as thousands of bind parameters: the statement is prepared once and stays short (sqlx logs
+/// a slow statement's whole text), and the chunk size is free of parameter limits.
+const ROWS_PER_STATEMENT: usize = 20_000;
+
+/// SQLite's page cache during an import, in KiB: with the default 2 MiB a large import reads
+/// its index pages from the OS again and again (1M rows: 13.8 s; with 64 MiB 8.8 s).
+const SQLITE_IMPORT_CACHE_KIB: i64 = 64 * 1024;
+
+/// An unchanged asset is left alone, so its `modified_at` stays.
+const ON_CONFLICT: &str =
+    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+       modified_at = excluded.modified_at
+     WHERE assets.name <> excluded.name OR assets.kind <> excluded.kind";
+
+const COUNT: &str = "SELECT COUNT(*) FROM assets";
+
+impl Store {
+    /// Inserts or updates every row in one transaction: all or nothing. An asset's
+    /// `modified_at` moves only when its name or type changes. `progress` is told how many
+    /// rows have been written after each statement. The rows' IDs must be distinct (as
+    /// [`crate::domain::catalogue::parse`] guarantees).
+    #[tracing::instrument(skip_all, fields(rows = rows.len()))]
+    pub async fn import_catalogue(
+        &self,
+        rows: &[CatalogueRow],
+        progress: impl FnMut(u64),
+    ) -> Result<ImportReport> {
+        let now = now_millis();
+        let (new, changed) = match &self.pool {
+            Pool::Sqlite(pool) => import_sqlite(pool, rows, now, progress).await?,
+            Pool::Postgres(pool) => import_postgres(pool, rows, now, progress).await?,
+        };
+        let read = rows.len() as u64;
+        Ok(ImportReport {
+            read,
+            new,
+            changed,
+            unchanged: read.saturating_sub(new + changed),
+        })
+    }
+}
+
+/// The (new, changed) counts: nothing is deleted, so the growth of the table is the new
+/// rows, and the other rows written were changed.
+fn new_and_changed(before: i64, after: i64, written: u64) -> (u64, u64) {
+    let new = u64::try_from(after - before).unwrap_or_default();
+    (new, written.saturating_sub(new))
+}
+
+/// SQLite: each chunk as a JSON array of `[id, name, kind]`, with a larger page cache while
+/// the transaction runs.
+async fn import_sqlite(
+    pool: &SqlitePool,
+    rows: &[CatalogueRow],
+    now: i64,
+    mut progress: impl FnMut(u64),
+) -> sqlx::Result<(u64, u64)> {
+    let mut conn = pool.acquire().await?;
+    let cache_size: i64 = sqlx::query_scalar("PRAGMA cache_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(&format!("PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}"))
+        .execute(&mut *conn)
+        .await?;
+    let upsert = format!(
+        "INSERT INTO assets (id, name, kind, modified_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, $2 FROM json_each($1)
+         WHERE true {ON_CONFLICT}"
+    );
+    let imported = async {
+        // Takes the write lock now, so no other writer comes between the two counts.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let before: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+        let (mut written, mut done) = (0, 0);
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let json = serde_json::to_string(
+                &chunk
+                    .iter()
+                    .map(|(id, name, kind)| [id.as_str(), name, kind.as_str()])
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+            let result = sqlx::query(&upsert)
+                .bind(json)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            written += result.rows_affected();
+            done += chunk.len() as u64;
+            progress(done);
+        }
+        let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(new_and_changed(before, after, written))
+    }
+    .await;
+    // The connection goes back to the pool with its usual cache (also after an error).
+    sqlx::query(&format!("PRAGMA cache_size = {cache_size}"))
+        .execute(&mut *conn)
+        .await?;
+    imported
+}
+
+/// PostgreSQL: each chunk as three arrays (IDs, names, types).
+async fn import_postgres(
+    pool: &PgPool,
+    rows: &[CatalogueRow],
+    now: i64,
+    mut progress: impl FnMut(u64),
+) -> sqlx::Result<(u64, u64)> {
+    let mut tx = pool.begin().await?;
+    // One import at a time (readers go on): exact counts, and two imports cannot deadlock on
+    // each other's rows. Plain inserts and updates wait for this mode too.
+    sqlx::query("LOCK TABLE assets IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let upsert = format!(
+        "INSERT INTO assets (id, name, kind, modified_at)
+         SELECT r.id, r.name, r.kind, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS r (id, name, kind)
+         {ON_CONFLICT}"
+    );
+    let before: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+    let (mut written, mut done) = (0, 0);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| id.as_str()).collect();
+        let names: Vec<&str> = chunk.iter().map(|(_, name, _)| name.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|(_, _, kind)| kind.as_str()).collect();
+        let result = sqlx::query(&upsert)
+            .bind(ids)
+            .bind(names)
+            .bind(kinds)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        written += result.rows_affected();
+        done += chunk.len() as u64;
+        progress(done);
+    }
+    let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(new_and_changed(before, after, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rows_are_the_growth_and_the_rest_written_changed() {
+        assert_eq!(new_and_changed(10, 13, 5), (3, 2));
+        assert_eq!(new_and_changed(10, 10, 0), (0, 0));
+    }
+}
