@@ -4,11 +4,12 @@ use anyhow::Context;
 use cdn_invalidator::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
 use cdn_invalidator::crypto::MasterKey;
 use cdn_invalidator::domain::catalogue;
+use cdn_invalidator::domain::username::check_username;
+use cdn_invalidator::password;
 use cdn_invalidator::startup::{
     Application, key_file_for, master_key, open_store, open_unlocked_store, pending_key_file,
 };
 use cdn_invalidator::store::{Role, redact_url};
-use cdn_invalidator::{password, routes::check_username};
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
 

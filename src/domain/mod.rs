@@ -9,6 +9,7 @@ pub mod status;
 pub mod template;
 pub mod throttle;
 pub mod url_list;
+pub mod username;
 
 pub use asset::{AssetId, AssetKind};
 pub use publish_server::PublishServer;

@@ -2,6 +2,7 @@
 
 use super::{render, see_other};
 use crate::domain::throttle;
+use crate::domain::username::check_username;
 use crate::error::AppError;
 use crate::password;
 use crate::session::{CsrfForm, CurrentUser, NoFields, TypedSession};
@@ -71,21 +72,6 @@ pub async fn setup_form(
         username: String::new(),
         error: None,
     })
-}
-
-/// Checks a new account's name; the reason is shown to the admin.
-pub fn check_username(username: &str) -> Result<(), String> {
-    let n = username.chars().count();
-    if n == 0 || n > 64 {
-        Err("The user name must have 1 to 64 characters.".into())
-    } else if username
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace())
-    {
-        Err("The user name must not contain spaces or control characters.".into())
-    } else {
-        Ok(())
-    }
 }
 
 pub async fn setup(

@@ -15,8 +15,6 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-pub use auth::check_username;
-
 /// Declares every route once with who may use it: `configure` registers each behind its
 /// access guard and `ROUTES` lists them, so the security test's table can be checked against
 /// the real set (a new route fails it until its rule is written down there).

@@ -1,7 +1,7 @@
 //! User management (admins): add, change role, disable/enable, reset password.
 
-use super::auth::check_username;
 use super::{Nav, render, see_other};
+use crate::domain::username::check_username;
 use crate::error::AppError;
 use crate::password;
 use crate::session::{AdminUser, CsrfForm};
