@@ -1,4 +1,4 @@
-//! Importing a catalogue: every row inserted or updated in one transaction, 20,000 rows per
+//! Importing a catalogue: every row inserted or updated in one transaction, 5,000 rows per
 //! statement. The rows reach each database in its own bulk form (SQLite: a JSON text read by
 //! `json_each`; PostgreSQL: arrays read by `UNNEST`), so the two upserts are written apart.
 
@@ -19,10 +19,12 @@ pub struct ImportReport {
     pub unchanged: u64,
 }
 
-/// Rows per statement. They travel as one JSON text (SQLite) or three arrays (PostgreSQL), not
-/// as thousands of bind parameters: the statement is prepared once and stays short (sqlx logs
-/// a slow statement's whole text), and the chunk size is free of parameter limits.
-const ROWS_PER_STATEMENT: usize = 20_000;
+/// Rows per statement: a fraction of a second each (sqlx warns of statements over 1 s), even
+/// with the search indexes. They travel as one JSON text (SQLite) or three arrays
+/// (PostgreSQL), not as thousands of bind parameters: the statement is prepared once and
+/// stays short (a slow statement is logged with its whole text), and no parameter limit
+/// applies.
+const ROWS_PER_STATEMENT: usize = 5_000;
 
 /// SQLite's page cache during an import, in KiB: with the default 2 MiB a large import reads
 /// its index pages from the OS again and again (1M rows: 13.8 s; with 64 MiB 8.8 s).
