@@ -443,15 +443,7 @@ async fn a_malformed_quoted_field_writes_nothing_and_names_its_line() {
 
 /// Every asset's ID and `modified_at`, read from the database directly.
 async fn modified_times(url: &str) -> Vec<(String, i64)> {
-    use sqlx::Connection;
-    let sql = "SELECT id, modified_at FROM assets ORDER BY id";
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
-    }
+    raw_rows(url, "SELECT id, modified_at FROM assets ORDER BY id").await
 }
 
 /// Imports `csv` and returns the counts the page shows after the redirect.

@@ -424,3 +424,21 @@ pub fn invalidation_id(r: &reqwest::Response) -> i64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("unexpected redirect {location}"))
 }
+
+/// Runs one query on the database directly, bypassing the app (as a backup reader, an older
+/// version or a check of what is stored would), on whichever backend `url` names.
+pub async fn raw_rows<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    use sqlx::Connection;
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+    }
+}

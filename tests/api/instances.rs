@@ -243,6 +243,14 @@ impl CountingNode {
         self.state.lock().unwrap().arrivals.clone()
     }
 
+    /// How long after `since` the first request arrived that came at or after it.
+    fn first_arrival_after(&self, since: Instant) -> Option<Duration> {
+        self.arrivals()
+            .iter()
+            .find(|(at, _)| *at >= since)
+            .map(|(at, _)| at.duration_since(since))
+    }
+
     fn max_in_flight(&self) -> u32 {
         self.state.lock().unwrap().max_in_flight
     }
@@ -841,10 +849,8 @@ async fn a_killed_instances_invalidation_is_taken_over_when_its_lease_expires() 
         at < cutoff
     });
     let first_by_survivor = node
-        .arrivals()
-        .iter()
-        .find(|(at, _)| *at >= cutoff)
-        .map(|(at, _)| at.duration_since(killed_at))
+        .first_arrival_after(cutoff)
+        .map(|after| after + (cutoff - killed_at))
         .expect("the survivor sent");
     println!(
         "take-over after kill -9 ({URLS} URLs, lease {LEASE:?}, {} killed): sent by the killed instance {}, \
@@ -1161,10 +1167,7 @@ async fn kill_9_mid_20000_urls_then_a_restart_on_sqlite_finishes_every_url() {
 
     let figures = crash_figures(node, &jsons, killed_at, |at, _| at < restarted_at);
     let resumed_after = node
-        .arrivals()
-        .iter()
-        .find(|(at, _)| *at >= restarted_at)
-        .map(|(at, _)| at.duration_since(restarted_at))
+        .first_arrival_after(restarted_at)
         .expect("the restarted process sent");
     println!(
         "SQLite, kill -9 at {at_kill} of 20,000 URLs, restart: sent before the kill {}, after the restart {} \

@@ -28,14 +28,7 @@ async fn save_cloudflare(admin: &Browser, sim: &CloudflareSim) {
 
 /// Runs one SQL statement on the database directly (as a backup reader or an old version would).
 async fn raw(url: &str, sql: &str) -> Vec<(String, String)> {
-    use sqlx::Connection;
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
-    }
+    raw_rows(url, sql).await
 }
 
 async fn stored_token(url: &str) -> String {
