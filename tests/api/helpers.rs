@@ -442,3 +442,36 @@ where
         sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
     }
 }
+
+/// Collects a child app process's stdout and stderr into one log, and sends the address of
+/// every "listening on ADDRESS" line it prints.
+pub fn capture_output(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let (log, tx) = (log.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(address) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(address.trim().to_string());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    (log, rx)
+}

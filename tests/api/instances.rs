@@ -12,7 +12,6 @@ use crate::varnish::{Origin, Varnish};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use reqwest::StatusCode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,24 +62,7 @@ impl Instance {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the app binary starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (log, tx) = (log.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(address) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(address.trim().to_string());
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
+        let (log, rx) = capture_output(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let address = loop {
             if let Ok(address) = rx.try_recv() {

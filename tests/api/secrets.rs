@@ -3,9 +3,7 @@
 
 use crate::helpers::*;
 use crate::purge_node::PurgeNode;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 #[tokio::test]
 async fn secrets_appear_in_no_page_json_or_log_line() {
@@ -34,24 +32,7 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let (log, tx) = (log.clone(), tx.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Some(address) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(address.trim().to_string());
-                }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-    }
+    let (log, rx) = capture_output(&mut child);
     let base = rx
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the server says where it listens");
