@@ -9,6 +9,7 @@
 //! `assets_search`; PostgreSQL: pg_trgm GIN indexes); shorter ones walk the list's order and
 //! stop at a page.
 
+use super::asset_cache::PageQuery;
 use super::{Pool, Result, Store};
 use base64::Engine;
 
@@ -22,7 +23,7 @@ pub struct Asset {
 }
 
 /// How the asset list is ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AssetSort {
     #[default]
     Name,
@@ -77,13 +78,13 @@ impl AssetSort {
 }
 
 /// A row's position in an order: its sort value and its ID (unique, so no two rows tie).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AssetKey {
     value: KeyValue,
     id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 enum KeyValue {
     /// `lower(name)` as the database computed it.
@@ -114,7 +115,7 @@ impl AssetKey {
 }
 
 /// Where a page starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum PageStart {
     #[default]
     First,
@@ -319,9 +320,50 @@ impl ListedAsset {
 }
 
 impl Store {
-    /// Assets whose ID or name contains `q` (case-insensitive), `limit` of them from `start`.
-    #[tracing::instrument(skip(self))]
+    /// Assets whose ID or name contains `q` (case-insensitive), `limit` of them from `start`:
+    /// from memory when the same page was read under the current catalogue version (see
+    /// [`super::asset_cache`]).
     pub async fn list_assets(
+        &self,
+        q: &str,
+        sort: AssetSort,
+        start: &PageStart,
+        limit: i64,
+    ) -> Result<AssetPage> {
+        let version = self.catalogue_version().await?;
+        let query = PageQuery {
+            q: q.to_string(),
+            sort,
+            start: start.clone(),
+            limit,
+        };
+        if let Some(page) = self.asset_pages.get(version, &query) {
+            return Ok(page);
+        }
+        let page = self.search_assets(q, sort, start, limit).await?;
+        self.asset_pages.put(version, query, page.clone());
+        Ok(page)
+    }
+
+    /// The catalogue's version: remembered, or read again when older than
+    /// [`super::asset_cache::RECHECK`].
+    async fn catalogue_version(&self) -> Result<i64> {
+        let now = std::time::Instant::now();
+        if let Some(version) = self.asset_pages.fresh_version(now) {
+            return Ok(version);
+        }
+        let version: i64 = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT version FROM catalogue_version WHERE id = 1")
+                .fetch_one(p)
+                .await
+        })?;
+        self.asset_pages.set_version(version, now);
+        Ok(version)
+    }
+
+    /// [`Store::list_assets`] read from the database.
+    #[tracing::instrument(skip(self))]
+    async fn search_assets(
         &self,
         q: &str,
         sort: AssetSort,

@@ -38,6 +38,10 @@ const ON_CONFLICT: &str =
 
 const COUNT: &str = "SELECT COUNT(*) FROM assets";
 
+/// Raised in every import's transaction, so every instance's cached asset pages are dropped.
+pub(super) const BUMP_VERSION: &str =
+    "UPDATE catalogue_version SET version = version + 1 WHERE id = 1";
+
 impl Store {
     /// Inserts or updates every row in one transaction: all or nothing. An asset's
     /// `modified_at` moves only when its name or type changes. `progress` is told how many
@@ -54,6 +58,7 @@ impl Store {
             Pool::Sqlite(pool) => import_sqlite(pool, rows, now, progress).await?,
             Pool::Postgres(pool) => import_postgres(pool, rows, now, progress).await?,
         };
+        self.asset_pages.forget();
         let read = rows.len() as u64;
         Ok(ImportReport {
             read,
@@ -114,6 +119,7 @@ async fn import_sqlite(
             progress(done);
         }
         let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+        sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(new_and_changed(before, after, written))
     }
@@ -161,6 +167,7 @@ async fn import_postgres(
         progress(done);
     }
     let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+    sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(new_and_changed(before, after, written))
 }

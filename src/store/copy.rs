@@ -163,6 +163,7 @@ impl Store {
             }
             tables.push(("assets", copy_table!(self, tx, AssetRow, "assets", String, String::new(),
                 [id, name, kind, modified_at])));
+            sqlx::query(super::catalogue_import::BUMP_VERSION).execute(&mut *tx).await?;
             tables.push(("invalidations", copy_table!(self, tx, InvalidationRow, "invalidations", i64, 0,
                 [id, created_by, created_at, idempotency_key, status, provider, provider_settings,
                  total, duplicates_dropped, estimated_seconds, started_at, finished_at, retry_of,

@@ -18,6 +18,7 @@ macro_rules! with_pool {
     };
 }
 
+mod asset_cache;
 mod assets;
 mod catalogue_import;
 mod copy;
@@ -77,6 +78,8 @@ pub struct Store {
     pool: Pool,
     /// Encrypts provider credentials at rest; set by [`Store::unlock_secrets`].
     key: Option<std::sync::Arc<crate::crypto::MasterKey>>,
+    /// Pages of the asset list read under the current catalogue version.
+    asset_pages: std::sync::Arc<asset_cache::AssetPageCache>,
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.
@@ -177,7 +180,11 @@ impl Store {
                 Pool::Postgres(pool)
             }
         };
-        Ok(Self { pool, key: None })
+        Ok(Self {
+            pool,
+            key: None,
+            asset_pages: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -510,3 +510,53 @@ async fn reimporting_a_file_changes_nothing_and_says_so() {
     assert!(time_of(&now, "Size_Guide") > time_of(&first, "Size_Guide"));
     assert_eq!(time_of(&now, "New_1"), time_of(&now, "Tent_2P"));
 }
+
+/// Pages of the list are kept in memory per catalogue version: an import by another process
+/// (the CLI, or another instance) shows within a fraction of a second, without a restart.
+#[tokio::test]
+async fn an_import_by_another_process_shows_in_the_list_soon_after() {
+    use std::process::Command;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let r = admin
+        .import_csv("id,name,type\nTent_2P,Tent,image\nLamp_X,Lamp,image\n")
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // Read (and so kept in memory) before the other import.
+    assert_eq!(ids(&admin.page("/assets?q=tent").await), ["Tent_2P"]);
+    assert_eq!(
+        texts(&admin.page("/assets").await, "#asset-count"),
+        ["2 assets."]
+    );
+
+    let csv = app.dir.path().join("more.csv");
+    std::fs::write(&csv, "id,name,type\nTent_3P,Tent for three,image\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cdn-invalidator"))
+        .args(["assets", "import"])
+        .arg(&csv)
+        .args(["--database", &app.database_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let started = std::time::Instant::now();
+    loop {
+        let found = ids(&admin.page("/assets?q=tent").await);
+        if found == ["Tent_2P", "Tent_3P"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "the list still shows {found:?} after the import"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        texts(&admin.page("/assets").await, "#asset-count"),
+        ["3 assets."]
+    );
+}

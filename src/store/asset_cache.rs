@@ -1,0 +1,191 @@
+//! Pages of the asset list kept in memory, until the catalogue changes.
+//!
+//! A search over a million assets reads thousands of index entries to count its matches, and a
+//! rare one sorts all of them; the same page is asked for again and again (paging back and
+//! forth, many users searching the same IDs). Every change of the catalogue raises
+//! `catalogue_version` in its own transaction, and a page is served from memory only while the
+//! version it was read under is the current one. The version is read again at most every
+//! [`RECHECK`]: an import by this instance drops its pages at once, one by another process or
+//! instance is seen within that time.
+
+use super::{AssetPage, AssetSort, PageStart};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a version read stays trusted.
+pub(super) const RECHECK: Duration = Duration::from_millis(250);
+
+/// Most pages kept: each is about 8 KB (50 rows), so a few MB at most.
+const CAPACITY: usize = 512;
+
+/// What one page was asked for with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PageQuery {
+    pub q: String,
+    pub sort: AssetSort,
+    pub start: PageStart,
+    pub limit: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct AssetPageCache {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The catalogue version the pages were read under, and when it was last read.
+    version: Option<(i64, Instant)>,
+    pages: LruCache<PageQuery, AssetPage>,
+}
+
+impl Default for AssetPageCache {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                version: None,
+                pages: LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero")),
+            }),
+        }
+    }
+}
+
+impl AssetPageCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-done worth keeping.
+        self.state.lock().unwrap_or_else(|poisoned| {
+            let mut state = poisoned.into_inner();
+            state.pages.clear();
+            state
+        })
+    }
+
+    /// The version to trust now, if it was read less than [`RECHECK`] ago.
+    pub fn fresh_version(&self, now: Instant) -> Option<i64> {
+        self.state()
+            .version
+            .filter(|(_, read)| now.saturating_duration_since(*read) < RECHECK)
+            .map(|(v, _)| v)
+    }
+
+    /// Records the version just read at `now`; a new one drops every page.
+    pub fn set_version(&self, version: i64, now: Instant) {
+        let mut state = self.state();
+        if state.version.map(|(v, _)| v) != Some(version) {
+            state.pages.clear();
+        }
+        state.version = Some((version, now));
+    }
+
+    /// The page for `query` read under `version`.
+    pub fn get(&self, version: i64, query: &PageQuery) -> Option<AssetPage> {
+        let mut state = self.state();
+        if state.version.map(|(v, _)| v) != Some(version) {
+            return None;
+        }
+        state.pages.get(query).cloned()
+    }
+
+    /// Keeps `page`, read under `version`, unless the version has moved on since.
+    pub fn put(&self, version: i64, query: PageQuery, page: AssetPage) {
+        let mut state = self.state();
+        if state.version.map(|(v, _)| v) == Some(version) {
+            state.pages.put(query, page);
+        }
+    }
+
+    /// This instance changed the catalogue: drop every page and read the version again.
+    pub fn forget(&self) {
+        let mut state = self.state();
+        state.pages.clear();
+        state.version = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AssetCount;
+
+    fn page(n: i64) -> AssetPage {
+        AssetPage {
+            assets: Vec::new(),
+            count: AssetCount::Exactly(n),
+            previous: None,
+            next: None,
+        }
+    }
+
+    fn query(q: &str) -> PageQuery {
+        PageQuery {
+            q: q.into(),
+            sort: AssetSort::Name,
+            start: PageStart::First,
+            limit: 50,
+        }
+    }
+
+    fn count(p: Option<AssetPage>) -> Option<AssetCount> {
+        p.map(|p| p.count)
+    }
+
+    #[test]
+    fn pages_are_served_only_under_the_version_they_were_read_with() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        cache.set_version(1, now);
+        cache.put(1, query("red"), page(7));
+        assert_eq!(
+            count(cache.get(1, &query("red"))),
+            Some(AssetCount::Exactly(7))
+        );
+        assert!(cache.get(1, &query("blue")).is_none());
+        // The catalogue changed: every page goes.
+        cache.set_version(2, now);
+        assert!(cache.get(2, &query("red")).is_none());
+        assert!(cache.get(1, &query("red")).is_none());
+        // A page read under the old version, arriving late, is not kept.
+        cache.put(1, query("red"), page(7));
+        assert!(cache.get(2, &query("red")).is_none());
+    }
+
+    #[test]
+    fn the_version_is_read_again_after_the_recheck_time() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        assert_eq!(cache.fresh_version(now), None);
+        cache.set_version(3, now);
+        assert_eq!(cache.fresh_version(now + RECHECK / 2), Some(3));
+        assert_eq!(cache.fresh_version(now + RECHECK), None);
+    }
+
+    #[test]
+    fn a_change_made_here_drops_pages_at_once() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        cache.set_version(1, now);
+        cache.put(1, query("red"), page(7));
+        cache.forget();
+        assert_eq!(cache.fresh_version(now), None);
+        assert!(cache.get(1, &query("red")).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_page_goes_first_when_full() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        cache.set_version(1, now);
+        for i in 0..CAPACITY {
+            cache.put(1, query(&i.to_string()), page(i as i64));
+        }
+        assert!(cache.get(1, &query("0")).is_some(), "used just now");
+        cache.put(1, query("new"), page(0));
+        assert!(cache.get(1, &query("0")).is_some());
+        assert!(
+            cache.get(1, &query("1")).is_none(),
+            "the oldest unused page went"
+        );
+    }
+}
