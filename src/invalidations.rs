@@ -124,3 +124,44 @@ pub async fn retry(state: &AppState, user: &User, id: i64) -> Result<i64, Invali
     let urls = failed.into_iter().map(|u| u.url).collect();
     queue(state, user, format!("retry-of-{id}"), urls, 0, Some(id)).await
 }
+
+/// Queues a new invalidation of the URLs the last cache check of `id` found stale (*Invalidate
+/// again*). They pass the current settings' checks first, like new ones. Asking twice for the
+/// same check's result leads to the same invalidation.
+pub async fn invalidate_stale(
+    state: &AppState,
+    user: &User,
+    id: i64,
+) -> Result<i64, InvalidationError> {
+    let summary = state.store.cache_check_summary(id).await?.ok_or_else(|| {
+        InvalidationError::NothingToRetry(format!(
+            "Invalidation #{id} has not been checked: check the cache first."
+        ))
+    })?;
+    let stale = state.store.all_stale_urls(id).await?;
+    if stale.is_empty() || summary.finished_at.is_none() {
+        return Err(InvalidationError::NothingToRetry(format!(
+            "The last cache check of invalidation #{id} found no stale URL{}.",
+            if summary.finished_at.is_none() {
+                " yet: it is still running"
+            } else {
+                ""
+            }
+        )));
+    }
+    let settings = load_settings(state).await?;
+    let text = stale.join("\n");
+    if let Err(errors) = url_list::parse(&text, &settings.host_policy(), usize::MAX) {
+        let refused: Vec<String> = errors
+            .lines
+            .iter()
+            .map(|e| format!("{} {}", stale[e.line - 1], e.reason))
+            .collect();
+        return Err(InvalidationError::NotAllowed(format!(
+            "Nothing was invalidated: the settings no longer allow {}",
+            refused.join("; ")
+        )));
+    }
+    let key = format!("again-{id}-{}", summary.started_at);
+    queue(state, user, key, stale, 0, None).await
+}

@@ -1,5 +1,6 @@
 //! cdn-invalidator: invalidate CDN-cached URLs built from an asset catalogue and URL templates.
 
+pub mod cache_check;
 pub mod cdn;
 pub mod config;
 pub mod crypto;

@@ -3,6 +3,7 @@
 pub mod asset;
 pub mod catalogue;
 pub mod estimate;
+pub mod freshness;
 pub mod publish_server;
 pub mod settings;
 pub mod status;

@@ -1,16 +1,17 @@
 //! History, one invalidation's estimate/progress/result (HTML or JSON), and retry.
 
 use super::{Nav, Pager, fmt_time, q, render, see_other};
+use crate::cache_check;
 use crate::cdn::ProviderSnapshot;
 use crate::domain::estimate::{describe, describe_duration};
-
+use crate::domain::freshness::Freshness;
 use crate::error::AppError;
 use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, NoFields, wants_json};
 use crate::state::AppState;
 use crate::store::{
     BatchPage, HistoryFilter, Invalidation, InvalidationStatus, PositionedUrl, PurgeBatch,
-    UrlCounts, UrlPage, UrlStatus,
+    StaleUrl, UrlCounts, UrlPage, UrlStatus,
 };
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -267,6 +268,65 @@ pub struct InvalidationPage {
     batches_first: Option<String>,
     batches_next: Option<String>,
     progress_only: bool,
+    /// *Check the cache*: offered once finished with purged URLs; its last result.
+    can_check: bool,
+    check: Option<CheckView>,
+}
+
+impl InvalidationPage {
+    /// A cache check is under way.
+    fn check_running(&self) -> bool {
+        self.check.as_ref().is_some_and(|c| c.running)
+    }
+}
+
+/// The last cache check of an invalidation, as the page shows it.
+pub struct CheckView {
+    running: bool,
+    when: String,
+    checked: i64,
+    urls: i64,
+    fresh: i64,
+    stale: i64,
+    unknown: i64,
+    stale_urls: Vec<StaleUrl>,
+    unknown_urls: Vec<StaleUrl>,
+}
+
+/// Most stale (and unknown) URLs listed on the page; *Invalidate again* takes all of them.
+const CHECK_ROWS: i64 = 50;
+
+async fn check_view(state: &AppState, id: i64) -> Result<Option<CheckView>, AppError> {
+    let Some(summary) = state.store.cache_check_summary(id).await? else {
+        return Ok(None);
+    };
+    let stale_urls = if summary.stale > 0 {
+        state
+            .store
+            .cache_check_urls(id, Freshness::Stale, CHECK_ROWS)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let unknown_urls = if summary.unknown > 0 {
+        state
+            .store
+            .cache_check_urls(id, Freshness::Unknown, CHECK_ROWS)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(CheckView {
+        running: summary.finished_at.is_none(),
+        when: fmt_time(summary.finished_at.unwrap_or(summary.started_at)),
+        checked: summary.fresh + summary.stale + summary.unknown,
+        urls: summary.urls,
+        fresh: summary.fresh,
+        stale: summary.stale,
+        unknown: summary.unknown,
+        stale_urls,
+        unknown_urls,
+    }))
 }
 
 #[derive(Serialize)]
@@ -439,6 +499,8 @@ pub async fn show(
             .map(|_| view.with_batches_after(None).href(id)),
         batches_next,
         progress_only: view.progress_only,
+        can_check: inv.status.is_finished() && counts.succeeded > 0,
+        check: check_view(&state, id).await?,
     };
     let mut response = render(StatusCode::OK, &page)?;
     response.headers_mut().insert(
@@ -456,6 +518,30 @@ fn url_status_label(status: UrlStatus) -> &'static str {
         UrlStatus::Succeeded => "Succeeded",
         UrlStatus::Failed => "Failed",
     }
+}
+
+/// `POST /invalidations/{id}/check`: *Check the cache*, in the background; the page shows
+/// its progress and result.
+pub async fn check(
+    current: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    cache_check::start(&state.store, current.user.id, id).await?;
+    Ok(see_other(&format!("/invalidations/{id}#cache-check")))
+}
+
+/// `POST /invalidations/{id}/again`: a new invalidation of the URLs the last check found stale.
+pub async fn again(
+    current: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    let new_id = invalidations::invalidate_stale(&state, &current.user, id.into_inner()).await?;
+    Ok(see_other(&format!("/invalidations/{new_id}")))
 }
 
 /// `POST /invalidations/{id}/retry`: a new invalidation of the failed URLs, linked to the first.

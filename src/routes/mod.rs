@@ -70,6 +70,18 @@ routes![
         invalidations::retry,
         User
     ),
+    (
+        post,
+        "/invalidations/{id}/check",
+        invalidations::check,
+        User
+    ),
+    (
+        post,
+        "/invalidations/{id}/again",
+        invalidations::again,
+        User
+    ),
 ];
 
 async fn not_found() -> Result<HttpResponse, AppError> {

@@ -20,6 +20,7 @@ macro_rules! with_pool {
 
 mod asset_cache;
 mod assets;
+mod cache_checks;
 mod catalogue_import;
 mod copy;
 mod invalidations;
@@ -28,6 +29,7 @@ mod users;
 
 pub use crate::domain::status::{InvalidationStatus, Role, UrlStatus};
 pub use assets::{Asset, AssetCount, AssetKey, AssetPage, AssetSort, COUNT_LIMIT, PageStart};
+pub use cache_checks::{CacheCheck, CacheCheckSummary, StaleUrl};
 pub use catalogue_import::ImportReport;
 pub use copy::CopyReport;
 pub use invalidations::{

@@ -13,6 +13,7 @@ mod accounts;
 mod akamai;
 mod assets;
 mod browser;
+mod cache_check;
 mod cloudflare;
 mod cloudfront;
 mod fastly;

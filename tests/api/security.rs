@@ -53,6 +53,18 @@ const TABLE: &[(&str, &str, &str, Access)] = &[
         "/invalidations/1/retry",
         User,
     ),
+    (
+        "post",
+        "/invalidations/{id}/check",
+        "/invalidations/1/check",
+        User,
+    ),
+    (
+        "post",
+        "/invalidations/{id}/again",
+        "/invalidations/1/again",
+        User,
+    ),
 ];
 
 #[test]
