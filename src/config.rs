@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// another takes its work over this long after its last renewal.
     #[arg(long, env = "CDN_INVALIDATOR_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
+    /// Check the cache by itself after every invalidation of at most this many URLs (each
+    /// purged URL requested once, as a visitor would); 0 turns it off.
+    #[arg(long, env = "CDN_INVALIDATOR_CHECK_CACHE_UP_TO", default_value_t = 0)]
+    pub check_cache_up_to: usize,
 }
 
 /// Everything the application needs to start. (`Debug` hides the secret.)
@@ -96,6 +100,7 @@ impl Config {
                 concurrency: args.purge_concurrency.max(1),
                 timeout: Duration::from_secs(args.purge_timeout.max(1)),
                 lease: Duration::from_secs(args.lease_seconds.max(1)),
+                check_cache_up_to: args.check_cache_up_to,
                 ..PurgeConfig::default()
             },
             run_worker: true,

@@ -384,8 +384,27 @@ impl Worker {
         let status = self.store.finish_invalidation(id).await?;
         if status.is_finished() {
             tracing::info!(id, status = %status, "invalidation finished");
+            self.check_cache_if_small(id).await?;
         }
         Ok(status)
+    }
+
+    /// Starts *Check the cache* for a finished invalidation of at most
+    /// `check_cache_up_to` URLs with some purged.
+    async fn check_cache_if_small(&self, id: i64) -> anyhow::Result<()> {
+        let limit = self.config().check_cache_up_to;
+        if limit == 0 {
+            return Ok(());
+        }
+        let Some(inv) = self.store.get_invalidation(id).await? else {
+            return Ok(());
+        };
+        if inv.total as usize <= limit && inv.succeeded > 0 {
+            if let Err(e) = crate::cache_check::start(&self.store, inv.created_by, id).await {
+                tracing::warn!(id, error = %e, "cache check not started");
+            }
+        }
+        Ok(())
     }
 
     /// Asks the providers about every request still in progress, for every running

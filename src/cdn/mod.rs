@@ -326,6 +326,9 @@ pub struct PurgeConfig {
     /// renewal: after a worker dies, another takes its work over this long after its last
     /// renewal. Renewed every third of it.
     pub lease: Duration,
+    /// Invalidations of at most this many URLs get *Check the cache* by themselves when they
+    /// finish (0: never).
+    pub check_cache_up_to: usize,
 }
 
 impl Default for PurgeConfig {
@@ -339,6 +342,7 @@ impl Default for PurgeConfig {
             poll_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(60 * 60),
             lease: Duration::from_secs(30),
+            check_cache_up_to: 0,
         }
     }
 }

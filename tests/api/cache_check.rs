@@ -161,3 +161,43 @@ async fn checking_needs_a_login_and_a_finished_invalidation() {
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// With `--check-cache-up-to N`, an invalidation of at most N URLs is checked by itself when
+/// it finishes; a larger one only offers the button.
+#[tokio::test]
+async fn small_invalidations_are_checked_by_themselves_when_set() {
+    let origin = Origin::start().await;
+    let varnish = Varnish::start(origin.port).await;
+    let host = format!("127.0.0.1:{}", varnish.port);
+    let server = format!("http://{host}");
+    let app = spawn_app_with(|c| c.purge.check_cache_up_to = 2).await;
+    let admin = app.admin().await;
+    let r = admin.save_settings(&server, "<ID>", "", "").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    varnish.fetch("/is/image/x", &host).await;
+
+    let small = admin.invalidate_urls(&format!("{server}/is/image/x")).await;
+    admin.wait_finished(small).await;
+    let mut checked = None;
+    for _ in 0..200 {
+        let html = admin.page(&format!("/invalidations/{small}")).await;
+        if texts(&html, "#check-status")
+            .first()
+            .is_some_and(|s| s.starts_with("Checked"))
+        {
+            checked = Some(html);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let html = checked.expect("the small invalidation was checked by itself");
+    assert_eq!(counts(&html), ("1".into(), "0".into(), "0".into()));
+
+    let urls: Vec<String> = (0..3).map(|i| format!("{server}/is/image/y{i}")).collect();
+    let large = admin.invalidate_urls(&urls.join("\n")).await;
+    admin.wait_finished(large).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let html = admin.page(&format!("/invalidations/{large}")).await;
+    assert!(texts(&html, "#check-status").is_empty(), "not checked");
+    assert_eq!(texts(&html, "#check-cache"), ["Check the cache"]);
+}
