@@ -29,10 +29,12 @@ pub struct ServeArgs {
     /// Attempts per URL before it is reported failed.
     #[arg(long, env = "CDN_INVALIDATOR_PURGE_ATTEMPTS", default_value_t = 5)]
     pub purge_attempts: u32,
-    /// Requests in flight at once per purge node.
+    /// Requests in flight at once per purge node. To `http://` purge nodes: connections per
+    /// node, each carrying one pipelined batch of up to 128 PURGE requests.
     #[arg(long, env = "CDN_INVALIDATOR_PURGE_CONCURRENCY", default_value_t = 8)]
     pub purge_concurrency: usize,
-    /// Time limit of one purge request, in seconds.
+    /// Time limit of one purge request, in seconds (pipelined to a purge node: for each answer
+    /// after the one before).
     #[arg(long, env = "CDN_INVALIDATOR_PURGE_TIMEOUT", default_value_t = 10)]
     pub purge_timeout: u64,
     /// First retry delay in milliseconds (doubles with each retry, with jitter).

@@ -1,8 +1,10 @@
 //! HTTP `PURGE`: what Varnish, Fastly, nginx cache purge and Squid accept.
 
+mod pipeline;
+
 use super::{
-    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
-    Purger, Values, classify, describe_error, lines, parse_base_url,
+    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeConfig,
+    PurgeResult, Purger, Values, classify, describe_error, lines, parse_base_url,
 };
 use futures_util::future::join_all;
 use reqwest::Method;
@@ -92,19 +94,64 @@ impl ProviderKind for HttpPurgeKind {
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let nodes = parse_nodes(values.get("purge_nodes").map_or("", String::as_str))
             .map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
-        Ok(Box::new(HttpPurge::new(ctx.client.clone(), nodes)))
+        Ok(Box::new(HttpPurge::new(
+            ctx.client.clone(),
+            nodes,
+            &ctx.config,
+        )))
     }
 }
 
 /// Sends `PURGE <url>` to the URL's host, or `PURGE <path?query>` with the URL's `Host` to each node.
 pub struct HttpPurge {
     client: reqwest::Client,
-    nodes: Vec<Url>,
+    nodes: Vec<PurgeNode>,
+    /// Batches in flight, and so connections per pipelined node (`--purge-concurrency`).
+    connections: usize,
 }
 
+/// One configured purge node and how purges reach it.
+struct PurgeNode {
+    /// The base URL as configured, without its trailing `/` (names the node in reasons).
+    name: String,
+    base: Url,
+    /// `http://` nodes get batches pipelined on kept-alive connections of their own; `https://`
+    /// nodes go through reqwest, one request per URL.
+    pipelined: Option<pipeline::Node>,
+}
+
+/// URLs per batch when every node takes pipelined batches: large enough that a batch costs a
+/// few system calls, small enough that the batches in flight keep every connection busy to the
+/// end of an invalidation and a retry resends little.
+const PIPELINED_BATCH: usize = 128;
+
 impl HttpPurge {
-    pub fn new(client: reqwest::Client, nodes: Vec<Url>) -> Self {
-        Self { client, nodes }
+    /// `config.concurrency` is the number of batches in flight, so it is also the number of
+    /// connections each `http://` node is given; `config.timeout` limits each answer.
+    pub fn new(client: reqwest::Client, nodes: Vec<Url>, config: &PurgeConfig) -> Self {
+        let connections = config.concurrency.max(1);
+        let nodes = nodes
+            .into_iter()
+            .map(|base| {
+                let pipelined = match (base.scheme(), base.host_str(), base.port_or_known_default())
+                {
+                    ("http", Some(host), Some(port)) => {
+                        Some(pipeline::Node::new(host, port, connections, config.timeout))
+                    }
+                    _ => None,
+                };
+                PurgeNode {
+                    name: base.as_str().trim_end_matches('/').to_string(),
+                    base,
+                    pipelined,
+                }
+            })
+            .collect();
+        Self {
+            client,
+            nodes,
+            connections,
+        }
     }
 
     fn method() -> Method {
@@ -126,36 +173,65 @@ impl HttpPurge {
         }
     }
 
-    async fn purge_one(&self, url: &Url) -> Attempt {
-        if self.nodes.is_empty() {
-            return self.send(url.clone(), None).await;
+    /// `PURGE <path?query>` with the URL's `Host` to every node, one attempt per URL and node.
+    async fn purge_on_nodes(&self, urls: &[Url]) -> Vec<Attempt> {
+        // The `Host` of each URL that has one; the others fail without a request.
+        let mut sent = Vec::with_capacity(urls.len());
+        let mut requests = pipeline::Requests::default();
+        for url in urls {
+            let host = match (url.host_str(), url.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                (None, _) => {
+                    sent.push(None);
+                    continue;
+                }
+            };
+            requests.push(
+                &url[url::Position::BeforePath..url::Position::AfterQuery],
+                &host,
+            );
+            sent.push(Some((url, host)));
         }
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => {
-                return Attempt::Fail {
+        let per_node = join_all(self.nodes.iter().map(|node| async {
+            match &node.pipelined {
+                Some(pipelined) => pipelined.purge(&requests).await,
+                None => {
+                    join_all(sent.iter().flatten().map(|(url, host)| {
+                        let mut target = node.base.clone();
+                        target.set_path(url.path());
+                        target.set_query(url.query());
+                        self.send(target, Some(host.clone()))
+                    }))
+                    .await
+                }
+            }
+        }))
+        .await;
+        let mut per_node: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
+        sent.iter()
+            .map(|sent| match sent {
+                None => Attempt::Fail {
                     http_status: None,
                     reason: "URL has no host".into(),
-                };
-            }
-        };
-        let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        let sends = self.nodes.iter().map(|node| {
-            let mut target = node.clone();
-            target.set_path(url.path());
-            target.set_query(url.query());
-            debug_assert!(target.as_str().ends_with(path_and_query));
-            let node_name = node.as_str().trim_end_matches('/').to_string();
-            let host = host.clone();
-            async move { (node_name, self.send(target, Some(host)).await) }
-        });
-        combine(join_all(sends).await)
+                },
+                Some(_) => combine(self.nodes.iter().zip(per_node.iter_mut()).map(
+                    |(node, attempts)| {
+                        let attempt = attempts.next().unwrap_or_else(|| Attempt::Retry {
+                            http_status: None,
+                            reason: "the node gave no answer".into(),
+                            retry_after: None,
+                        });
+                        (node.name.as_str(), attempt)
+                    },
+                )),
+            })
+            .collect()
     }
 }
 
 /// A URL is done only when every node is done; one permanent failure fails it; otherwise retry.
-fn combine(results: Vec<(String, Attempt)>) -> Attempt {
+fn combine<'a>(results: impl ExactSizeIterator<Item = (&'a str, Attempt)>) -> Attempt {
     let many = results.len() > 1;
     let label = |node: &str, reason: &str| {
         if many {
@@ -174,7 +250,7 @@ fn combine(results: Vec<(String, Attempt)>) -> Attempt {
             } => {
                 return Attempt::Fail {
                     http_status,
-                    reason: label(&node, &reason),
+                    reason: label(node, &reason),
                 };
             }
             Attempt::Retry {
@@ -189,7 +265,7 @@ fn combine(results: Vec<(String, Attempt)>) -> Attempt {
                 if longer {
                     retry = Some(Attempt::Retry {
                         http_status,
-                        reason: label(&node, &reason),
+                        reason: label(node, &reason),
                         retry_after,
                     });
                 }
@@ -209,9 +285,29 @@ fn combine(results: Vec<(String, Attempt)>) -> Attempt {
 }
 
 impl Purger for HttpPurge {
+    /// Many URLs per batch when every node takes pipelined batches, spread so that a short
+    /// invalidation still keeps every connection busy (a slow node answers each connection's
+    /// requests one after the other); otherwise one, so that `--purge-concurrency` stays the
+    /// number of reqwest requests in flight per node.
+    fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
+        let pipelined = !self.nodes.is_empty() && self.nodes.iter().all(|n| n.pipelined.is_some());
+        let size = if pipelined {
+            urls.len()
+                .div_ceil(self.connections)
+                .clamp(1, PIPELINED_BATCH)
+        } else {
+            1
+        };
+        urls.chunks(size).map(<[Url]>::len).collect()
+    }
+
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(async move {
-            let attempts = join_all(batch.urls.iter().map(|u| self.purge_one(u))).await;
+            let attempts = if self.nodes.is_empty() {
+                join_all(batch.urls.iter().map(|u| self.send(u.clone(), None))).await
+            } else {
+                self.purge_on_nodes(&batch.urls).await
+            };
             PurgeResult {
                 attempts,
                 receipt: None,
@@ -229,7 +325,7 @@ impl Purger for HttpPurge {
             // OPTIONS changes nothing on a cache; any HTTP answer proves the node is reachable.
             let mut report = Vec::new();
             let mut ok = true;
-            for node in &self.nodes {
+            for node in self.nodes.iter().map(|n| &n.base) {
                 match self
                     .client
                     .request(Method::OPTIONS, node.clone())
@@ -285,6 +381,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn http_nodes_get_batches_spread_over_the_connections_others_one_url_each() {
+        let config = PurgeConfig::default();
+        let purger = |nodes: &[&str]| {
+            let nodes = nodes.iter().map(|n| Url::parse(n).unwrap()).collect();
+            HttpPurge::new(reqwest::Client::new(), nodes, &config)
+        };
+        let urls = |n: usize| -> Vec<Url> {
+            (0..n)
+                .map(|i| Url::parse(&format!("https://server.com/{i}")).unwrap())
+                .collect()
+        };
+        let varnish = purger(&["http://10.0.0.5:6081", "http://10.0.0.6"]);
+        // 10,000 URLs: full batches; 500: one batch per connection (8); a few: one each.
+        let sizes = varnish.batch_sizes(&urls(10_000));
+        assert_eq!((sizes[0], sizes.len()), (PIPELINED_BATCH, 79));
+        assert_eq!(sizes.iter().sum::<usize>(), 10_000);
+        assert_eq!(
+            varnish.batch_sizes(&urls(500)),
+            [63, 63, 63, 63, 63, 63, 63, 59]
+        );
+        assert_eq!(varnish.batch_sizes(&urls(3)), [1, 1, 1]);
+        for one_by_one in [
+            purger(&["http://10.0.0.5", "https://cdn.example.com"]),
+            purger(&[]),
+        ] {
+            assert_eq!(one_by_one.batch_sizes(&urls(300)), vec![1; 300]);
+        }
+    }
+
     fn done(code: u16) -> Attempt {
         Attempt::Done {
             http_status: Some(code),
@@ -299,10 +425,10 @@ mod tests {
             reason: "HTTP 503".into(),
             retry_after: None,
         };
-        let out = combine(vec![("a".into(), done(200)), ("b".into(), retry)]);
+        let out = combine([("a", done(200)), ("b", retry)].into_iter());
         assert!(matches!(out, Attempt::Retry { ref reason, .. } if reason == "b: HTTP 503"));
         assert_eq!(
-            combine(vec![("a".into(), done(200)), ("b".into(), done(200))]),
+            combine([("a", done(200)), ("b", done(200))].into_iter()),
             done(200)
         );
     }
@@ -318,7 +444,7 @@ mod tests {
             reason: "timed out".into(),
             retry_after: None,
         };
-        let out = combine(vec![("a".into(), retry), ("b".into(), fail)]);
+        let out = combine([("a", retry), ("b", fail)].into_iter());
         assert!(matches!(out, Attempt::Fail { ref reason, .. } if reason == "b: HTTP 405"));
     }
 }

@@ -316,7 +316,8 @@ pub struct PurgeConfig {
     pub backoff_max: Duration,
     /// Time limit of one request.
     pub timeout: Duration,
-    /// Requests in flight at once per purge node.
+    /// Requests in flight at once per purge node (HTTP PURGE to `http://` nodes: connections
+    /// per node, each carrying one pipelined batch).
     pub concurrency: usize,
     /// How often a provider that finishes later (CloudFront) is asked for its status.
     pub poll_interval: Duration,
@@ -360,6 +361,9 @@ impl PurgeConfig {
     }
 }
 
+/// The `User-Agent` of every request this app sends.
+pub(crate) const USER_AGENT: &str = concat!("cdn-invalidator/", env!("CARGO_PKG_VERSION"));
+
 /// The HTTP client purges are sent with: kept-alive connections, no redirects followed.
 pub fn http_client(config: &PurgeConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -367,7 +371,7 @@ pub fn http_client(config: &PurgeConfig) -> reqwest::Result<reqwest::Client> {
         .connect_timeout(config.timeout.min(Duration::from_secs(5)))
         .pool_max_idle_per_host(config.concurrency)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("cdn-invalidator/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
 }
 
@@ -411,11 +415,12 @@ pub(crate) fn refused(
 
 /// Reads `Retry-After` as seconds or an HTTP date.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A `Retry-After` value (seconds or an HTTP date) as a wait from now.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
@@ -431,10 +436,19 @@ pub(crate) fn classify(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
 ) -> Attempt {
-    let code = status.as_u16();
-    let reason = format!("HTTP {code} {}", status.canonical_reason().unwrap_or(""))
-        .trim_end()
-        .to_string();
+    classify_code(status.as_u16(), || retry_after(headers))
+}
+
+/// [`classify`] for a status code read off the wire; `retry_after` (the answer's
+/// `Retry-After`) is only asked for when the purge is to be retried.
+pub(crate) fn classify_code(code: u16, retry_after: impl FnOnce() -> Option<Duration>) -> Attempt {
+    let reason = || {
+        let text = reqwest::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        format!("HTTP {code} {text}").trim_end().to_string()
+    };
     match code {
         200..=299 => Attempt::Done {
             http_status: Some(code),
@@ -446,12 +460,12 @@ pub(crate) fn classify(
         },
         429 | 500..=599 => Attempt::Retry {
             http_status: Some(code),
-            reason,
-            retry_after: retry_after(headers),
+            reason: reason(),
+            retry_after: retry_after(),
         },
         _ => Attempt::Fail {
             http_status: Some(code),
-            reason,
+            reason: reason(),
         },
     }
 }

@@ -108,3 +108,122 @@ impl PurgeNode {
         self.received.lock().unwrap().clone()
     }
 }
+
+/// What a [`RawNode`] does with the requests it reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// Answers `200` (chunked) to the first `n` requests of each connection, the `n`-th with
+    /// `Connection: close`, then closes it: later pipelined requests go unanswered.
+    CloseAfter(usize),
+    /// Reads requests and never answers.
+    Hang,
+}
+
+/// A purge node on a bare socket, for what a well-behaved server never does. It parses
+/// requests properly (several per read when pipelined, or one split over reads).
+pub struct RawNode {
+    pub port: u16,
+    /// The path of every request read, in order of arrival.
+    received: Arc<Mutex<Vec<String>>>,
+    /// The path of every request answered.
+    answered: Arc<Mutex<Vec<String>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl RawNode {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let node = Self {
+            port,
+            received: Arc::default(),
+            answered: Arc::default(),
+            connections: Arc::default(),
+        };
+        let (received, answered, connections) = (
+            node.received.clone(),
+            node.answered.clone(),
+            node.connections.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                *connections.lock().unwrap() += 1;
+                tokio::spawn(serve_raw(
+                    stream,
+                    behaviour,
+                    received.clone(),
+                    answered.clone(),
+                ));
+            }
+        });
+        node
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn answered(&self) -> Vec<String> {
+        self.answered.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+}
+
+async fn serve_raw(
+    mut stream: tokio::net::TcpStream,
+    behaviour: Behaviour,
+    received: Arc<Mutex<Vec<String>>>,
+    answered: Arc<Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    let mut served = 0;
+    let mut chunk = [0u8; 4096];
+    loop {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            let length = match request.parse(&buffer) {
+                Ok(httparse::Status::Complete(length)) => length,
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return,
+            };
+            assert_eq!(request.method, Some("PURGE"));
+            let path = request.path.unwrap().to_string();
+            buffer.drain(..length);
+            received.lock().unwrap().push(path.clone());
+            let Behaviour::CloseAfter(n) = behaviour else {
+                continue;
+            };
+            served += 1;
+            let last = served == n;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{}\r\n6\r\npurged\r\n0\r\n\r\n",
+                if last { "Connection: close\r\n" } else { "" }
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            answered.lock().unwrap().push(path);
+            if last {
+                // Close as servers do (RFC 9112 §9.6): stop writing, read what the client had
+                // already sent, so no reset destroys the answers it has not read yet.
+                let _ = stream.shutdown().await;
+                let drain = async { while let Ok(1..) = stream.read(&mut chunk).await {} };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

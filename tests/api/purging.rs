@@ -519,3 +519,172 @@ async fn a_group_with_two_outcomes_of_one_url_keeps_the_last() {
         "every URL kept its last outcome"
     );
 }
+
+/// The rows of invalidation `id`, read from the database (the JSON view pages its URLs).
+async fn url_rows(app: &TestApp, id: i64) -> Vec<cdn_invalidator::store::InvalidationUrl> {
+    let store = cdn_invalidator::store::Store::connect(&app.database_url)
+        .await
+        .unwrap();
+    store.invalidation_urls(id).await.unwrap()
+}
+
+/// 300 URLs through one real Varnish node: sent as pipelined batches over a few kept-alive
+/// connections, and each cached object is gone afterwards (fetched anew from the origin).
+#[tokio::test]
+async fn a_batch_of_300_urls_pipelined_to_a_real_varnish_empties_each_cached_object() {
+    use cdn_invalidator::store::UrlStatus;
+    let origin = Origin::start().await;
+    let varnish = Varnish::start(origin.port).await;
+    let paths: Vec<String> = (0..300)
+        .map(|i| format!("/is/image/Company/asset-{i}?$product$&wid={i}"))
+        .collect();
+    for path in &paths {
+        varnish.fetch(path, "server.com").await;
+        let (body, cache) = varnish.fetch(path, "server.com").await;
+        assert_eq!((body, cache), (format!("v1:{path}"), "HIT".to_string()));
+    }
+    origin.set_version("v2");
+
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings(
+            "server.com",
+            "<ID>",
+            &format!("http://127.0.0.1:{}", varnish.port),
+            "",
+        )
+        .await;
+    let (connections, requests, read_ahead) = (
+        varnish.counter("MAIN.sess_conn"),
+        varnish.counter("MAIN.client_req"),
+        varnish.counter("MAIN.sess_readahead"),
+    );
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://server.com{p}"))
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["succeeded"], 300);
+    for row in url_rows(&app, id).await {
+        assert_eq!(
+            (row.status, row.attempts, row.http_status),
+            (UrlStatus::Succeeded, 1, Some(200)),
+            "{}",
+            row.url
+        );
+    }
+    assert_eq!(
+        varnish.counter("MAIN.client_req") - requests,
+        300,
+        "one PURGE per URL"
+    );
+    let used = varnish.counter("MAIN.sess_conn") - connections;
+    assert!(
+        (1..=8).contains(&used),
+        "300 PURGEs over at most --purge-concurrency (8) connections, not one each: {used}"
+    );
+    // Varnish counts a request it found already read behind the one before: pipelined.
+    let pipelined = varnish.counter("MAIN.sess_readahead") - read_ahead;
+    assert!(
+        pipelined > 150,
+        "most requests arrived pipelined behind another: {pipelined} of 300"
+    );
+
+    for path in &paths {
+        let (body, cache) = varnish.fetch(path, "server.com").await;
+        assert_eq!((body, cache), (format!("v2:{path}"), "MISS".to_string()));
+    }
+}
+
+/// A node that closes its connection after a few answers (with `Connection: close`, chunked
+/// bodies): the pipelined requests it left unanswered are sent again on new connections, each
+/// URL is answered exactly once, and all succeed at their first attempt.
+#[tokio::test]
+async fn requests_a_node_left_unanswered_when_it_closed_are_sent_again() {
+    use crate::purge_node::{Behaviour, RawNode};
+    use cdn_invalidator::store::UrlStatus;
+    let node = RawNode::start(Behaviour::CloseAfter(5)).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    // 300 URLs: batches of 38 over 8 connections, each closed after 5 answers.
+    let paths: Vec<String> = (0..300).map(|i| format!("/is/image/closing-{i}")).collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://server.com{p}"))
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    for row in url_rows(&app, id).await {
+        assert_eq!(
+            (row.status, row.attempts, row.http_status),
+            (UrlStatus::Succeeded, 1, Some(200)),
+            "{}",
+            row.url
+        );
+    }
+    let mut answered = node.answered();
+    answered.sort();
+    let mut expected = paths.clone();
+    expected.sort();
+    assert_eq!(answered, expected, "every URL answered exactly once");
+    assert!(
+        node.connections() >= 300 / 5,
+        "the node closed connections mid-batch: {} connections",
+        node.connections()
+    );
+}
+
+/// A node that reads the requests and never answers: each attempt times out after the
+/// request timeout, and the URLs fail after their attempts with the reason.
+#[tokio::test]
+async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attempts() {
+    use crate::purge_node::{Behaviour, RawNode};
+    use cdn_invalidator::store::UrlStatus;
+    let node = RawNode::start(Behaviour::Hang).await;
+    let app = spawn_app_with(|c| {
+        c.purge.timeout = std::time::Duration::from_secs(1);
+        c.purge.max_attempts = 2;
+    })
+    .await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let paths: Vec<String> = (0..20).map(|i| format!("/is/image/hang-{i}")).collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://server.com{p}"))
+        .collect();
+    let started = std::time::Instant::now();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "failed", "{json}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "each attempt waited for the timeout"
+    );
+    for row in url_rows(&app, id).await {
+        assert_eq!(
+            (row.status, row.attempts, row.http_status),
+            (UrlStatus::Failed, 2, None),
+            "{}",
+            row.url
+        );
+        assert_eq!(
+            row.error.as_deref(),
+            Some("timed out (gave up after 2 attempts)")
+        );
+    }
+    let mut received = node.received();
+    received.sort();
+    let mut twice: Vec<String> = paths.iter().chain(&paths).cloned().collect();
+    twice.sort();
+    assert_eq!(received, twice, "both attempts were sent");
+}

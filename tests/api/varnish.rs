@@ -57,6 +57,8 @@ pub struct Varnish {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    /// One client for every fetch: building one per fetch costs more than the fetch.
+    client: reqwest::Client,
 }
 
 fn free_port() -> u16 {
@@ -95,7 +97,12 @@ impl Varnish {
             .stderr(log)
             .spawn()
             .expect("varnishd starts");
-        let varnish = Self { port, child, dir };
+        let varnish = Self {
+            port,
+            child,
+            dir,
+            client: reqwest::Client::new(),
+        };
         varnish.wait_ready().await;
         varnish
     }
@@ -119,7 +126,8 @@ impl Varnish {
 
     /// GET through Varnish: (body, X-Cache header).
     pub async fn fetch(&self, path: &str, host: &str) -> (String, String) {
-        let r = reqwest::Client::new()
+        let r = self
+            .client
             .get(format!("http://127.0.0.1:{}{path}", self.port))
             .header("Host", host)
             .send()
@@ -131,6 +139,23 @@ impl Varnish {
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
         (r.text().await.unwrap(), cache)
+    }
+}
+
+impl Varnish {
+    /// A `varnishstat` counter (`MAIN.sess_conn`: connections accepted, `MAIN.client_req`…).
+    pub fn counter(&self, name: &str) -> u64 {
+        let out = Command::new("varnishstat")
+            .arg("-n")
+            .arg(self.dir.path().join("work"))
+            .args(["-1", "-f", name])
+            .output()
+            .expect("varnishstat runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in varnishstat: {text}"))
     }
 }
 
