@@ -399,10 +399,11 @@ impl Worker {
         let Some(inv) = self.store.get_invalidation(id).await? else {
             return Ok(());
         };
-        if inv.total as usize <= limit && inv.succeeded > 0 {
-            if let Err(e) = crate::cache_check::start(&self.store, inv.created_by, id).await {
-                tracing::warn!(id, error = %e, "cache check not started");
-            }
+        if inv.total as usize <= limit
+            && inv.succeeded > 0
+            && let Err(e) = crate::cache_check::start(&self.store, inv.created_by, id).await
+        {
+            tracing::warn!(id, error = %e, "cache check not started");
         }
         Ok(())
     }
