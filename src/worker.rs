@@ -129,6 +129,29 @@ impl Recorder {
     }
 }
 
+/// `urls` split into the provider's batches, in order.
+fn batches(
+    purger: &dyn Purger,
+    urls: Vec<(InvalidationUrl, Url)>,
+) -> Vec<Vec<(InvalidationUrl, Url)>> {
+    if urls.is_empty() {
+        return Vec::new();
+    }
+    let parsed: Vec<Url> = urls.iter().map(|(_, u)| u.clone()).collect();
+    let mut rest = urls.into_iter();
+    let mut out: Vec<Vec<_>> = purger
+        .batch_sizes(&parsed)
+        .into_iter()
+        .map(|size| rest.by_ref().take(size.max(1)).collect::<Vec<_>>())
+        .filter(|batch| !batch.is_empty())
+        .collect();
+    let leftover: Vec<_> = rest.collect();
+    if !leftover.is_empty() {
+        out.push(leftover);
+    }
+    out
+}
+
 fn jitter() -> f64 {
     OsRng.next_u32() as f64 / u32::MAX as f64
 }
@@ -481,16 +504,7 @@ impl Worker {
                 recorder.record(url.id, outcome).await?;
             }
         }
-        let parsed: Vec<Url> = ready.iter().map(|(_, u)| u.clone()).collect();
-        let mut queue: VecDeque<Vec<(InvalidationUrl, Url)>> = VecDeque::new();
-        let mut rest = ready.into_iter();
-        for size in run.purger.batch_sizes(&parsed) {
-            queue.push_back(rest.by_ref().take(size.max(1)).collect());
-        }
-        let leftover: Vec<_> = rest.collect();
-        if !leftover.is_empty() {
-            queue.push_back(leftover);
-        }
+        let mut queue: VecDeque<Vec<(InvalidationUrl, Url)>> = batches(run.purger, ready).into();
         // A provider with a cap on work in progress is fed one batch at a time.
         let concurrency = if run.purger.max_pending().is_some() {
             1
@@ -528,9 +542,12 @@ impl Worker {
             tokio::select! {
                 Some(result) = in_flight.next() => {
                     let (again, wait) = result?;
-                    if !again.is_empty() {
+                    // Batched anew: the provider may want smaller batches now (a purge node
+                    // that hangs is sent one URL per request).
+                    let due = tokio::time::Instant::now() + wait;
+                    for batch in batches(run.purger, again) {
                         sequence += 1;
-                        waiting.insert((tokio::time::Instant::now() + wait, sequence), again);
+                        waiting.insert((due, sequence), batch);
                     }
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or(now)), if next_due.is_some() => {}

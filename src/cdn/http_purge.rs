@@ -8,6 +8,7 @@ use super::{
 };
 use futures_util::future::join_all;
 use reqwest::Method;
+use std::time::Duration;
 use url::Url;
 
 /// HTTP `PURGE`, to the URL's own host or to the configured purge nodes.
@@ -124,6 +125,10 @@ struct PurgeNode {
 /// few system calls, small enough that the batches in flight keep every connection busy to the
 /// end of an invalidation and a retry resends little.
 const PIPELINED_BATCH: usize = 128;
+
+/// How long after a node kept a request waiting past the timeout URLs are sent one per batch
+/// (a hang then holds one of the batches in flight, not a pipeline of them).
+const AFTER_A_HANG: Duration = Duration::from_secs(60);
 
 impl HttpPurge {
     /// `config.concurrency` is the number of batches in flight, so it is also the number of
@@ -290,7 +295,12 @@ impl Purger for HttpPurge {
     /// requests one after the other); otherwise one, so that `--purge-concurrency` stays the
     /// number of reqwest requests in flight per node.
     fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
-        let pipelined = !self.nodes.is_empty() && self.nodes.iter().all(|n| n.pipelined.is_some());
+        let pipelined = !self.nodes.is_empty()
+            && self.nodes.iter().all(|n| {
+                n.pipelined
+                    .as_ref()
+                    .is_some_and(|p| !p.hung_within(AFTER_A_HANG))
+            });
         let size = if pipelined {
             urls.len()
                 .div_ceil(self.connections)

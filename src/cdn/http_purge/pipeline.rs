@@ -61,6 +61,8 @@ pub(super) struct Node {
     max_idle: usize,
     /// How long the node may take to answer a request once it has answered the one before.
     timeout: Duration,
+    /// When the node last kept a request waiting past the timeout.
+    hung_at: Mutex<Option<Instant>>,
 }
 
 /// How a connection's exchange ended.
@@ -90,7 +92,17 @@ impl Node {
             idle: Mutex::new(Vec::new()),
             max_idle,
             timeout,
+            hung_at: Mutex::new(None),
         }
+    }
+
+    /// Whether the node kept a request waiting past the timeout within `window`: then a
+    /// batch pipelined on one connection would wait out each of its hangs one after another.
+    pub fn hung_within(&self, window: Duration) -> bool {
+        self.hung_at
+            .lock()
+            .expect("hang clock")
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     /// Sends every request and returns one attempt per request, in order. A URL is only done
@@ -122,11 +134,16 @@ impl Node {
                     }
                 }
                 End::TimedOut => {
-                    // The request the node kept waiting; those behind it go on a new connection.
+                    // The request the node kept waiting, and those behind it: a node that hangs
+                    // once may hang again, and on one connection each hang would hold up all
+                    // the rest. They go back to the worker, which sends them one per request
+                    // while the node is known to hang (see `HttpPurge::batch_sizes`).
+                    *self.hung_at.lock().expect("hang clock") = Some(Instant::now());
                     attempts.push(retry("timed out"));
-                    if !progressed && !reused {
-                        attempts.resize(count, retry("timed out"));
-                    }
+                    attempts.resize(
+                        count,
+                        retry("not answered: the node kept an earlier request on the connection waiting"),
+                    );
                 }
             }
         }
