@@ -42,6 +42,22 @@ const COUNT: &str = "SELECT COUNT(*) FROM assets";
 pub(super) const BUMP_VERSION: &str =
     "UPDATE catalogue_version SET version = version + 1 WHERE id = 1";
 
+/// PostgreSQL's trigram indexes, as `migrations/postgres/0002_asset_search.sql` creates them.
+const SEARCH_INDEXES: [&str; 2] = [
+    "CREATE INDEX assets_search_id ON assets USING gin (lower(id) gin_trgm_ops)",
+    "CREATE INDEX assets_search_name ON assets USING gin (lower(name) gin_trgm_ops)",
+];
+
+/// PostgreSQL: whether an import of `rows` into a catalogue of `existing` assets builds the
+/// trigram indexes afresh rather than adding every row to them. Adding a million rows to a
+/// GIN index one by one takes about three times as long as building it from the table (1M
+/// rows: 14.8 s against 3.8 s of rows and 5.1 s of index); but the rebuild locks readers out
+/// until the commit, so only a large import into a catalogue less than a quarter its size
+/// does it.
+fn rebuilds_search_indexes(existing: i64, rows: usize) -> bool {
+    rows >= 50_000 && existing.saturating_mul(4) < rows as i64
+}
+
 impl Store {
     /// Inserts or updates every row in one transaction: all or nothing. An asset's
     /// `modified_at` moves only when its name or type changes. `progress` is told how many
@@ -150,6 +166,17 @@ async fn import_postgres(
          {ON_CONFLICT}"
     );
     let before: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
+    let rebuild = rebuilds_search_indexes(before, rows.len());
+    if rebuild {
+        // Readers of the catalogue now wait for the commit: only a catalogue mostly new to
+        // the database (a first import) is loaded this way, when there is little to read.
+        sqlx::query("LOCK TABLE assets IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DROP INDEX assets_search_id, assets_search_name")
+            .execute(&mut *tx)
+            .await?;
+    }
     let (mut written, mut done) = (0, 0);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| id.as_str()).collect();
@@ -166,6 +193,14 @@ async fn import_postgres(
         done += chunk.len() as u64;
         progress(done);
     }
+    if rebuild {
+        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+            .execute(&mut *tx)
+            .await?;
+        for index in SEARCH_INDEXES {
+            sqlx::query(index).execute(&mut *tx).await?;
+        }
+    }
     let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
     sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -175,6 +210,24 @@ async fn import_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_large_import_into_a_small_catalogue_rebuilds_the_search_indexes() {
+        assert!(rebuilds_search_indexes(0, 1_000_000));
+        assert!(rebuilds_search_indexes(20_000, 100_000));
+        assert!(
+            !rebuilds_search_indexes(25_000, 100_000),
+            "a quarter or more"
+        );
+        assert!(
+            !rebuilds_search_indexes(0, 49_999),
+            "small imports add rows"
+        );
+        assert!(
+            !rebuilds_search_indexes(1_000_000, 1_000_000),
+            "a re-import"
+        );
+    }
 
     #[test]
     fn new_rows_are_the_growth_and_the_rest_written_changed() {
