@@ -117,14 +117,18 @@ pub enum Behaviour {
     CloseAfter(usize),
     /// Reads requests and never answers.
     Hang,
+    /// Answers `200` until a request whose path contains the marker, then nothing more on that
+    /// connection (a cache stuck on one object).
+    HangOn(&'static str),
 }
 
 /// A purge node on a bare socket, for what a well-behaved server never does. It parses
 /// requests properly (several per read when pipelined, or one split over reads).
 pub struct RawNode {
     pub port: u16,
-    /// The path of every request read, in order of arrival.
-    received: Arc<Mutex<Vec<String>>>,
+    /// The path of every request read, in order of arrival, and whether it came pipelined
+    /// (read before the answer to the request before it on its connection was written).
+    received: Arc<Mutex<Vec<(String, bool)>>>,
     /// The path of every request answered.
     answered: Arc<Mutex<Vec<String>>>,
     connections: Arc<Mutex<usize>>,
@@ -164,6 +168,16 @@ impl RawNode {
     }
 
     pub fn received(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// Each request read, with whether it came pipelined behind another.
+    pub fn received_pipelined(&self) -> Vec<(String, bool)> {
         self.received.lock().unwrap().clone()
     }
 
@@ -179,14 +193,18 @@ impl RawNode {
 async fn serve_raw(
     mut stream: tokio::net::TcpStream,
     behaviour: Behaviour,
-    received: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<(String, bool)>>>,
     answered: Arc<Mutex<Vec<String>>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = Vec::new();
     let mut served = 0;
+    let mut silent = false;
     let mut chunk = [0u8; 4096];
     loop {
+        // A request parsed after another without a read between them was sent before the
+        // answer to that one.
+        let mut pipelined = false;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut request = httparse::Request::new(&mut headers);
@@ -198,9 +216,16 @@ async fn serve_raw(
             assert_eq!(request.method, Some("PURGE"));
             let path = request.path.unwrap().to_string();
             buffer.drain(..length);
-            received.lock().unwrap().push(path.clone());
-            let Behaviour::CloseAfter(n) = behaviour else {
-                continue;
+            received.lock().unwrap().push((path.clone(), pipelined));
+            pipelined = true;
+            let n = match behaviour {
+                Behaviour::CloseAfter(n) => n,
+                Behaviour::HangOn(marker) if !silent && !path.contains(marker) => 0,
+                Behaviour::HangOn(_) => {
+                    silent = true;
+                    continue;
+                }
+                Behaviour::Hang => continue,
             };
             served += 1;
             let last = served == n;

@@ -688,3 +688,81 @@ async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attem
     twice.sort();
     assert_eq!(received, twice, "both attempts were sent");
 }
+
+/// A node stuck on one object: the request for it times out, the pipelined requests behind
+/// it on that connection are not waited for there but go back to the worker, and while the
+/// node is known to hang they are sent one per request (not pipelined), so a hang holds up one
+/// request in flight. Every other URL is purged; the stuck one fails with the reason.
+#[tokio::test]
+async fn requests_behind_a_hang_are_sent_again_one_per_request() {
+    use crate::purge_node::{Behaviour, RawNode};
+    use cdn_invalidator::store::UrlStatus;
+    let node = RawNode::start(Behaviour::HangOn("stuck")).await;
+    let app = spawn_app_with(|c| {
+        c.purge.timeout = std::time::Duration::from_secs(1);
+        c.purge.max_attempts = 2;
+    })
+    .await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    // 64 URLs: 8 pipelined batches of 8; the first batch's third URL is the stuck one.
+    let paths: Vec<String> = (0..64)
+        .map(|i| match i {
+            2 => "/is/image/stuck".to_string(),
+            i => format!("/is/image/fine-{i:02}"),
+        })
+        .collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://server.com{p}"))
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "partially_failed", "{json}");
+    assert_eq!(
+        (json["succeeded"].as_i64(), json["failed"].as_i64()),
+        (Some(63), Some(1))
+    );
+    let behind: Vec<&str> = paths[3..8].iter().map(String::as_str).collect();
+    for row in url_rows(&app, id).await {
+        let path = row.url.trim_start_matches("https://server.com");
+        let expected = if path == "/is/image/stuck" {
+            (UrlStatus::Failed, 2, None)
+        } else if behind.contains(&path) {
+            // Not answered behind the hang: a second attempt, from the worker.
+            (UrlStatus::Succeeded, 2, Some(200))
+        } else {
+            (UrlStatus::Succeeded, 1, Some(200))
+        };
+        assert_eq!(
+            (row.status, row.attempts, row.http_status),
+            expected,
+            "{path}"
+        );
+        if path == "/is/image/stuck" {
+            assert_eq!(
+                row.error.as_deref(),
+                Some("timed out (gave up after 2 attempts)")
+            );
+        }
+    }
+    let received = node.received_pipelined();
+    for path in &behind {
+        let sends: Vec<bool> = received
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, pipelined)| *pipelined)
+            .collect();
+        assert_eq!(sends.len(), 2, "{path} was sent twice: {sends:?}");
+        assert!(
+            sends[0],
+            "{path} first went pipelined behind the stuck request"
+        );
+        assert!(
+            !sends[1],
+            "{path} went again on its own, not pipelined: {received:?}"
+        );
+    }
+}
