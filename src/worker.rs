@@ -129,6 +129,14 @@ impl Recorder {
     }
 }
 
+/// What of a sent batch goes again: URLs to retry after `wait`, and URLs the cache never got
+/// to, at once.
+struct Resend {
+    again: Vec<(InvalidationUrl, Url)>,
+    wait: Duration,
+    unanswered: Vec<(InvalidationUrl, Url)>,
+}
+
 /// `urls` split into the provider's batches, in order.
 fn batches(
     purger: &dyn Purger,
@@ -205,6 +213,7 @@ pub fn transition(
             Some(reason),
             Some(retry_after),
         ),
+        Attempt::Unanswered { reason } => (UrlStatus::Retrying, None, Some(reason), Some(None)),
     };
     Transition {
         status,
@@ -541,13 +550,15 @@ impl Worker {
             }
             tokio::select! {
                 Some(result) = in_flight.next() => {
-                    let (again, wait) = result?;
+                    let resend = result?;
                     // Batched anew: the provider may want smaller batches now (a purge node
                     // that hangs is sent one URL per request).
-                    let due = tokio::time::Instant::now() + wait;
-                    for batch in batches(run.purger, again) {
-                        sequence += 1;
-                        waiting.insert((due, sequence), batch);
+                    let now = tokio::time::Instant::now();
+                    for (due, urls) in [(now, resend.unanswered), (now + resend.wait, resend.again)] {
+                        for batch in batches(run.purger, urls) {
+                            sequence += 1;
+                            waiting.insert((due, sequence), batch);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or(now)), if next_due.is_some() => {}
@@ -577,7 +588,7 @@ impl Worker {
         run: &Run<'_>,
         pending: Vec<(InvalidationUrl, Url)>,
         recorder: &Recorder,
-    ) -> anyhow::Result<(Vec<(InvalidationUrl, Url)>, Duration)> {
+    ) -> anyhow::Result<Resend> {
         self.wait_for_room(run, pending.len()).await?;
         // Another worker may have taken this invalidation over (this one stalled past its
         // lease): stop, never send the same URLs from two workers at once.
@@ -630,17 +641,25 @@ impl Worker {
             None => None,
         };
         let mut again = Vec::new();
+        let mut unanswered = Vec::new();
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut wait = Duration::ZERO;
         for ((mut url, parsed), attempt) in rows.into_iter().zip(batch.urls).zip(result.attempts) {
-            url.attempts += 1;
+            // A request the cache never got to is not one of the URL's attempts: it goes again
+            // at once, without the backoff of the request that held it up.
+            let counts = !matches!(attempt, Attempt::Unanswered { .. });
+            if counts {
+                url.attempts += 1;
+            }
             let next = transition(
                 attempt,
                 url.attempts,
                 self.config().max_attempts,
                 batch_id.is_some(),
             );
-            if let Some(retry_after) = next.retry_after {
+            if let Some(retry_after) = next.retry_after
+                && counts
+            {
                 wait = wait.max(
                     self.config()
                         .backoff(url.attempts as u32, retry_after, jitter()),
@@ -654,7 +673,9 @@ impl Worker {
                 batch_id,
             };
             let id = url.id;
-            if next.retry_after.is_some() {
+            if !counts {
+                unanswered.push((url, parsed));
+            } else if next.retry_after.is_some() {
                 again.push((url, parsed));
             }
             outcomes.push((id, outcome));
@@ -669,7 +690,11 @@ impl Worker {
                 recorder.record(id, outcome).await?;
             }
         }
-        Ok((again, wait))
+        Ok(Resend {
+            again,
+            wait,
+            unanswered,
+        })
     }
 
     /// Asks `purger` once about every pending request of invalidation `id`; a request past the

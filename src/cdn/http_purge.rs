@@ -235,7 +235,8 @@ impl HttpPurge {
     }
 }
 
-/// A URL is done only when every node is done; one permanent failure fails it; otherwise retry.
+/// A URL is done only when every node is done; one permanent failure fails it; otherwise retry
+/// (after the longest wait a node asked for; at once when nodes only left it unanswered).
 fn combine<'a>(results: impl ExactSizeIterator<Item = (&'a str, Attempt)>) -> Attempt {
     let many = results.len() > 1;
     let label = |node: &str, reason: &str| {
@@ -246,6 +247,7 @@ fn combine<'a>(results: impl ExactSizeIterator<Item = (&'a str, Attempt)>) -> At
         }
     };
     let mut retry: Option<Attempt> = None;
+    let mut unanswered: Option<Attempt> = None;
     let mut done: Option<Attempt> = None;
     for (node, attempt) in results {
         match attempt {
@@ -275,6 +277,11 @@ fn combine<'a>(results: impl ExactSizeIterator<Item = (&'a str, Attempt)>) -> At
                     });
                 }
             }
+            Attempt::Unanswered { reason } => {
+                unanswered.get_or_insert(Attempt::Unanswered {
+                    reason: label(node, &reason),
+                });
+            }
             d @ (Attempt::Done { .. } | Attempt::Pending { .. }) => {
                 // Prefer reporting a real purge over "was not cached" when nodes disagree.
                 if !matches!(done, Some(Attempt::Done { note: None, .. })) {
@@ -283,7 +290,8 @@ fn combine<'a>(results: impl ExactSizeIterator<Item = (&'a str, Attempt)>) -> At
             }
         }
     }
-    retry.or(done).unwrap_or(Attempt::Fail {
+    // A node that never got to the URL must be sent it again, as one that failed it.
+    retry.or(unanswered).or(done).unwrap_or(Attempt::Fail {
         http_status: None,
         reason: "no purge node".into(),
     })
@@ -456,5 +464,27 @@ mod tests {
         };
         let out = combine([("a", retry), ("b", fail)].into_iter());
         assert!(matches!(out, Attempt::Fail { ref reason, .. } if reason == "b: HTTP 405"));
+    }
+
+    #[test]
+    fn a_url_a_node_never_got_to_is_sent_again_unless_another_node_failed_it() {
+        let unanswered = || Attempt::Unanswered {
+            reason: "not answered".into(),
+        };
+        let out = combine([("a", done(200)), ("b", unanswered())].into_iter());
+        assert_eq!(
+            out,
+            Attempt::Unanswered {
+                reason: "b: not answered".into()
+            }
+        );
+        let retry = Attempt::Retry {
+            http_status: Some(503),
+            reason: "HTTP 503".into(),
+            retry_after: None,
+        };
+        // A real failure counts as an attempt and waits its backoff.
+        let out = combine([("a", unanswered()), ("b", retry)].into_iter());
+        assert!(matches!(out, Attempt::Retry { ref reason, .. } if reason == "b: HTTP 503"));
     }
 }

@@ -61,6 +61,9 @@ pub enum Attempt {
         http_status: Option<u16>,
         reason: String,
     },
+    /// Sent, but never answered because the cache was stuck on a request before it on the
+    /// same connection: sent again at once, and not counted as one of the URL's attempts.
+    Unanswered { reason: String },
 }
 
 /// What a provider answered for one accepted request (kept per batch, shown on the page).

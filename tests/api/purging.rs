@@ -682,17 +682,23 @@ async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attem
             Some("timed out (gave up after 2 attempts)")
         );
     }
-    let mut received = node.received();
-    received.sort();
-    let mut twice: Vec<String> = paths.iter().chain(&paths).cloned().collect();
-    twice.sort();
-    assert_eq!(received, twice, "both attempts were sent");
+    // Both attempts were sent; a URL pipelined behind another in the first batches was also
+    // sent once before them, unanswered, which is not an attempt.
+    let received = node.received();
+    for path in &paths {
+        let sent = received.iter().filter(|p| *p == path).count();
+        assert!((2..=3).contains(&sent), "{path} was sent {sent} times");
+    }
+    // The first batches: 20 URLs in 7 pipelined batches of 3 (the last of 2), each held up
+    // by its first request: the 13 behind them went once more.
+    assert_eq!(received.len() - 2 * paths.len(), 20 - 7);
 }
 
 /// A node stuck on one object: the request for it times out, the pipelined requests behind
-/// it on that connection are not waited for there but go back to the worker, and while the
-/// node is known to hang they are sent one per request (not pipelined), so a hang holds up one
-/// request in flight. Every other URL is purged; the stuck one fails with the reason.
+/// it on that connection are not waited for there but go back to the worker (without using up
+/// an attempt: the node never got to them), and while the node is known to hang they are sent
+/// one per request (not pipelined), so a hang holds up one request in flight. Every other URL
+/// is purged; the stuck one fails with the reason.
 #[tokio::test]
 async fn requests_behind_a_hang_are_sent_again_one_per_request() {
     use crate::purge_node::{Behaviour, RawNode};
@@ -731,8 +737,8 @@ async fn requests_behind_a_hang_are_sent_again_one_per_request() {
         let expected = if path == "/is/image/stuck" {
             (UrlStatus::Failed, 2, None)
         } else if behind.contains(&path) {
-            // Not answered behind the hang: a second attempt, from the worker.
-            (UrlStatus::Succeeded, 2, Some(200))
+            // Sent twice, but the first request was never answered: one attempt.
+            (UrlStatus::Succeeded, 1, Some(200))
         } else {
             (UrlStatus::Succeeded, 1, Some(200))
         };

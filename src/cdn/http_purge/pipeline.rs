@@ -142,7 +142,9 @@ impl Node {
                     attempts.push(retry("timed out"));
                     attempts.resize(
                         count,
-                        retry("not answered: the node kept an earlier request on the connection waiting"),
+                        Attempt::Unanswered {
+                            reason: "not answered: the node was stuck on an earlier request on the connection".into(),
+                        },
                     );
                 }
             }
