@@ -42,6 +42,7 @@ const FIELDS: &[Field] = &[
                or the first one). It fills the host and the three credentials below and is not kept.",
         kind: FieldKind::SecretText,
         default: "",
+        docs: "",
     },
     Field {
         name: "akamai_host",
@@ -49,6 +50,7 @@ const FIELDS: &[Field] = &[
         help: "The credential's host from .edgerc, e.g. akab-xxxx.luna.akamaiapis.net.",
         kind: FieldKind::Text,
         default: "",
+        docs: "",
     },
     Field {
         name: "akamai_client_token",
@@ -56,6 +58,7 @@ const FIELDS: &[Field] = &[
         help: "client_token from .edgerc.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "akamai_client_secret",
@@ -63,6 +66,7 @@ const FIELDS: &[Field] = &[
         help: "client_secret from .edgerc.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "akamai_access_token",
@@ -70,6 +74,7 @@ const FIELDS: &[Field] = &[
         help: "access_token from .edgerc.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "akamai_action",
@@ -77,6 +82,7 @@ const FIELDS: &[Field] = &[
         help: "Akamai recommends invalidate.",
         kind: FieldKind::Choice(ACTIONS),
         default: "invalidate",
+        docs: "",
     },
     Field {
         name: "akamai_network",
@@ -84,6 +90,7 @@ const FIELDS: &[Field] = &[
         help: "Which Akamai network to purge.",
         kind: FieldKind::Choice(NETWORKS),
         default: "production",
+        docs: "",
     },
     Field {
         name: "akamai_base_url",
@@ -91,6 +98,7 @@ const FIELDS: &[Field] = &[
         help: "Leave empty to use https://<API host>. Requests go to this URL when set; they are signed for its host.",
         kind: FieldKind::Text,
         default: "",
+        docs: "",
     },
 ];
 

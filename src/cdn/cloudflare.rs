@@ -1,8 +1,8 @@
 //! Cloudflare: `POST /zones/{zone_id}/purge_cache` with `{"files":[…]}` and a Bearer API token.
 //!
 //! Cloudflare calls it "Instant Purge": there is no status to poll, an accepted request is done.
-//! URLs per request are capped (30 on Free/Pro/Business, 500 on Enterprise), so the batch size
-//! is a setting.
+//! URLs per request are capped (100 on every plan by Cloudflare's current documentation, 500 on
+//! Enterprise; older documentation said 30), so the batch size is a setting.
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
@@ -28,6 +28,7 @@ const FIELDS: &[Field] = &[
         help: "Cloudflare's API v4 endpoint. Change it only to point at a test server.",
         kind: FieldKind::Text,
         default: DEFAULT_BASE,
+        docs: "",
     },
     Field {
         name: "cloudflare_zone_id",
@@ -35,6 +36,7 @@ const FIELDS: &[Field] = &[
         help: "The 32-character zone ID from the zone's Overview page (API section), not the domain name.",
         kind: FieldKind::Text,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudflare_api_token",
@@ -43,14 +45,17 @@ const FIELDS: &[Field] = &[
                (add Zone → Zone → Read so Test connection can confirm the zone).",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudflare_batch_size",
         label: "URLs per request",
-        help: "Cloudflare accepts at most 30 URLs per purge request on Free, Pro and Business zones, \
-               500 on Enterprise (1–500).",
+        help: "Cloudflare's documentation allows at most 100 URLs per purge request on every plan, \
+               500 on Enterprise zones (1–500). Older documentation said 30: lower it if Cloudflare \
+               refuses requests as too large.",
         kind: FieldKind::Text,
-        default: "30",
+        default: "100",
+        docs: "https://developers.cloudflare.com/cache/how-to/purge-cache/",
     },
 ];
 
@@ -443,7 +448,7 @@ mod tests {
             assert_eq!(errors.len(), 1, "{bad}");
             assert_eq!(errors[0].field, "cloudflare_batch_size");
         }
-        // Defaults fill what is missing: the real endpoint and 30 URLs per request.
+        // Defaults fill what is missing: the real endpoint and 100 URLs per request.
         let s = parse(&values(&[
             ("cloudflare_zone_id", ZONE),
             ("cloudflare_api_token", "t"),
@@ -451,7 +456,7 @@ mod tests {
         .ok()
         .unwrap();
         assert_eq!(s.base, "https://api.cloudflare.com/client/v4");
-        assert_eq!(s.batch_size, 30);
+        assert_eq!(s.batch_size, 100);
     }
 
     #[test]

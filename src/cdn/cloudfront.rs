@@ -40,6 +40,7 @@ const FIELDS: &[Field] = &[
         help: "The CloudFront API endpoint. Change it only to point at a test double.",
         kind: FieldKind::Text,
         default: "https://cloudfront.amazonaws.com",
+        docs: "",
     },
     Field {
         name: "cloudfront_distribution_id",
@@ -47,6 +48,7 @@ const FIELDS: &[Field] = &[
         help: "The distribution whose edge caches are invalidated, e.g. E2QWRUHAPOMQZL.",
         kind: FieldKind::Text,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudfront_domains",
@@ -55,6 +57,7 @@ const FIELDS: &[Field] = &[
                domain names (CNAMEs). Only URLs on these hosts can be invalidated; CloudFront is sent their path.",
         kind: FieldKind::Lines,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudfront_access_key_id",
@@ -62,6 +65,7 @@ const FIELDS: &[Field] = &[
         help: "Of an IAM user or role allowed cloudfront:CreateInvalidation, GetInvalidation and ListInvalidations.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudfront_secret_access_key",
@@ -69,6 +73,7 @@ const FIELDS: &[Field] = &[
         help: "The secret that goes with the access key ID.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "cloudfront_session_token",
@@ -76,6 +81,7 @@ const FIELDS: &[Field] = &[
         help: "Only for temporary credentials (STS); leave empty for long-term access keys.",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
 ];
 
@@ -690,7 +696,7 @@ impl CloudFront {
             estimated_seconds: None,
         };
         // A resent CallerReference returns the earlier invalidation, which may be done already.
-        let attempt = if status.as_deref() == Some("Completed") {
+        let attempt = if status.as_deref().is_some_and(is_completed) {
             Attempt::Done {
                 http_status: Some(code),
                 note: None,
@@ -702,6 +708,12 @@ impl CloudFront {
         };
         (attempt, Some(receipt))
     }
+}
+
+/// CloudFront answers `Completed`; some compatible services answer `COMPLETED`: an
+/// invalidation must not sit running for an hour over spelling.
+fn is_completed(status: &str) -> bool {
+    status.eq_ignore_ascii_case("Completed")
 }
 
 impl Purger for CloudFront {
@@ -724,8 +736,8 @@ impl Purger for CloudFront {
                 Err(reason) => Poll::Unknown(reason),
                 Ok(answer) if answer.status.is_success() => {
                     match xml_fields(&answer.body, ["Status"]) {
-                        [Some(s)] if s == "Completed" => Poll::Completed,
-                        [Some(s)] if s == "InProgress" => Poll::InProgress,
+                        [Some(s)] if is_completed(s.as_str()) => Poll::Completed,
+                        [Some(s)] if s.eq_ignore_ascii_case("InProgress") => Poll::InProgress,
                         _ => Poll::Unknown(describe_answer(answer.status, None, &answer.body)),
                     }
                 }
@@ -795,6 +807,15 @@ mod tests {
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn completed_in_any_case_is_completed() {
+        for word in ["Completed", "COMPLETED", "completed"] {
+            assert!(is_completed(word), "{word}");
+        }
+        assert!(!is_completed("InProgress"));
+        assert!(!is_completed("Complete"));
     }
 
     #[test]

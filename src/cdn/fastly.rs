@@ -31,6 +31,7 @@ const FIELDS: &[Field] = &[
         help: "Fastly's API endpoint. Change it only to point at a test server.",
         kind: FieldKind::Text,
         default: DEFAULT_BASE,
+        docs: "",
     },
     Field {
         name: "fastly_api_token",
@@ -38,6 +39,7 @@ const FIELDS: &[Field] = &[
         help: "A Fastly API token with the purge_select scope (purge by URL and surrogate key).",
         kind: FieldKind::Secret,
         default: "",
+        docs: "",
     },
     Field {
         name: "fastly_soft_purge",
@@ -46,6 +48,7 @@ const FIELDS: &[Field] = &[
                (stale-if-error) while it fetches fresh copies.",
         kind: FieldKind::Choice(SOFT_PURGE),
         default: "off",
+        docs: "",
     },
 ];
 

@@ -21,6 +21,7 @@ const FIELDS: &[Field] = &[Field {
            with the URL's Host header. Leave empty to send PURGE <url> to each URL's own host.",
     kind: FieldKind::Lines,
     default: "",
+    docs: "",
 }];
 
 fn parse_nodes(text: &str) -> Result<Vec<Url>, Vec<FieldError>> {

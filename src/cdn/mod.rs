@@ -166,6 +166,8 @@ pub struct Field {
     pub help: &'static str,
     pub kind: FieldKind,
     pub default: &'static str,
+    /// The provider's documentation of what the field means, linked after the help ("" none).
+    pub docs: &'static str,
 }
 
 /// What a purger needs from the application.

@@ -74,6 +74,8 @@ pub struct FieldView {
     name: &'static str,
     label: &'static str,
     help: &'static str,
+    /// The provider's documentation of the field ("" none).
+    docs: &'static str,
     kind: &'static str,
     value: String,
     is_set: bool,
@@ -133,6 +135,7 @@ fn provider_views(
                         name: f.name,
                         label: f.label,
                         help: f.help,
+                        docs: f.docs,
                         kind: match f.kind {
                             FieldKind::Text => "text",
                             FieldKind::Lines => "lines",

@@ -38,6 +38,24 @@ fn urls(count: usize) -> Vec<String> {
         .collect()
 }
 
+/// A new admin gets Cloudflare's documented 100 URLs per request, with a link to where
+/// Cloudflare says so.
+#[tokio::test]
+async fn urls_per_request_default_to_the_documented_100_with_a_link() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let html = admin.page("/settings").await;
+    assert_eq!(
+        attr(&html, "#cloudflare_batch_size", "value").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        attr(&html, "#cloudflare_batch_size_help a", "href").as_deref(),
+        Some("https://developers.cloudflare.com/cache/how-to/purge-cache/")
+    );
+    assert!(texts(&html, "#cloudflare_batch_size_help")[0].contains("at most 100 URLs"));
+}
+
 #[tokio::test]
 async fn settings_keep_the_token_secret_and_test_connection_checks_token_and_zone() {
     let sim = CloudflareSim::start(TOKEN, 30).await;

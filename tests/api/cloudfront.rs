@@ -380,6 +380,32 @@ async fn a_request_never_completed_fails_after_the_poll_deadline() {
     assert_eq!(json["batches"][0]["status"], "done");
 }
 
+/// A CloudFront-compatible service that reports `COMPLETED` in capitals: the URLs succeed once
+/// it does, instead of sitting "submitted" until the poll deadline fails them.
+#[tokio::test]
+async fn completed_is_read_without_regard_to_case() {
+    let sim = SimCloudFront::start(Duration::from_millis(300)).await;
+    sim.say_completed_as("COMPLETED");
+    let app = spawn_app_with(|c| {
+        c.purge.poll_interval = Duration::from_millis(50);
+        c.purge.poll_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let id = admin
+        .invalidate_urls("https://images.example.com/is/image/capitals")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["status"], "succeeded");
+    let polled = sim
+        .received()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains("/invalidation/"))
+        .count();
+    assert!(polled >= 1, "the app polled until COMPLETED");
+}
+
 /// An invalidation waiting for CloudFront to finish does not hold up the ones behind it.
 #[tokio::test]
 async fn a_cloudfront_invalidation_in_progress_does_not_block_the_queue() {

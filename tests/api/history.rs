@@ -25,6 +25,14 @@ async fn history_lists_newest_first_and_filters() {
         .map(|r| r.value().attr("data-id").unwrap().to_string())
         .collect();
     assert_eq!(rows, [second.to_string(), first.to_string()]);
+    assert_eq!(texts(&html, "#history-count"), ["2 invalidations."]);
+    assert_eq!(
+        texts(
+            &user.page("/invalidations?status=failed").await,
+            "#history-count"
+        ),
+        ["1 invalidation."]
+    );
     assert_eq!(
         texts(&html, "#history tbody tr:first-child td:nth-child(3)"),
         ["ursula"]

@@ -2,7 +2,8 @@
 //! does and answering with its envelope `{"success":…,"errors":[…],"messages":[],"result":…}`.
 //!
 //! Served under `/client/v4` like the real endpoint, so the provider's base URL path is exercised.
-//! Documented: the Bearer token, the files body, 30 URLs per request on non-Enterprise plans,
+//! Documented: the Bearer token, the files body, a cap on URLs per request (given: 100 on every
+//! plan in the current documentation, 30 in older documentation),
 //! 429 over the rate limit, `result.id`, `/user/tokens/verify`. Error codes other than 10000
 //! (authentication) are illustrative.
 

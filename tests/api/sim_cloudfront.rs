@@ -53,11 +53,22 @@ struct State {
     /// Most paths in progress at once, seen when creating.
     peak_in_progress: usize,
     next_id: u32,
+    /// The word for a finished invalidation (CloudFront: `Completed`; some compatible
+    /// services: `COMPLETED`).
+    completed_word: Option<&'static str>,
 }
 
 impl State {
     fn completed(&self, inv: &Invalidation) -> bool {
         inv.created.elapsed() >= self.complete_after
+    }
+
+    fn status(&self, inv: &Invalidation) -> &'static str {
+        if self.completed(inv) {
+            self.completed_word.unwrap_or("Completed")
+        } else {
+            "InProgress"
+        }
     }
 
     fn in_progress(&self) -> impl Iterator<Item = &Invalidation> {
@@ -506,6 +517,11 @@ impl SimCloudFront {
             .push((status, code.into(), message.into()));
     }
 
+    /// Reports finished invalidations with `word` instead of `Completed`.
+    pub fn say_completed_as(&self, word: &'static str) {
+        self.state.lock().unwrap().completed_word = Some(word);
+    }
+
     /// Creates the next `n` invalidations but answers 503 ServiceUnavailable, as AWS sometimes does at peak.
     pub fn fail_after_create(&self, n: u32) {
         self.state.lock().unwrap().fail_after_create = n;
@@ -588,11 +604,7 @@ fn route(
                         "The specified invalidation does not exist.",
                     )
                 })?;
-            let status = if st.completed(inv) {
-                "Completed"
-            } else {
-                "InProgress"
-            };
+            let status = st.status(inv);
             Ok(HttpResponse::Ok()
                 .content_type("text/xml")
                 .body(invalidation_xml(inv, status)))
@@ -693,11 +705,7 @@ fn create(st: &mut State, port: u16, body: &[u8]) -> Result<HttpResponse, Failur
                 ),
             ));
         }
-        let status = if st.completed(existing) {
-            "Completed"
-        } else {
-            "InProgress"
-        };
+        let status = st.status(existing);
         return Ok(HttpResponse::Created()
             .insert_header(("Location", location(&existing.id)))
             .content_type("text/xml")
@@ -782,7 +790,7 @@ fn list(st: &State, req: &HttpRequest) -> HttpResponse {
     let items: String = page
         .iter()
         .map(|i| {
-            let status = if st.completed(i) { "Completed" } else { "InProgress" };
+            let status = st.status(i);
             format!(
                 "<InvalidationSummary><Id>{}</Id><CreateTime>2024-05-01T10:00:00.000Z</CreateTime><Status>{status}</Status></InvalidationSummary>",
                 i.id
