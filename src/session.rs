@@ -88,6 +88,18 @@ impl TypedSession {
         self.0.remove(name).is_some()
     }
 
+    /// Keeps `text` for the next request that takes it (a notice shown once).
+    pub fn flash_text(&self, name: &str, text: &str) -> Result<(), AppError> {
+        Ok(self.0.insert(name, text)?)
+    }
+
+    /// The text of [`TypedSession::flash_text`], once.
+    pub fn take_flash_text(&self, name: &str) -> Option<String> {
+        let text = self.0.get::<String>(name).ok().flatten();
+        self.0.remove(name);
+        text
+    }
+
     pub fn log_out(&self) {
         self.0.purge();
     }

@@ -47,7 +47,8 @@ const FIELDS: &[Field] = &[
     Field {
         name: "akamai_host",
         label: "API host",
-        help: "The credential's host from .edgerc, e.g. akab-xxxx.luna.akamaiapis.net.",
+        help: "The credential's host from .edgerc, e.g. akab-xxxx.luna.akamaiapis.net. May be left empty \
+               when an API base URL is set: requests are then signed for the base URL's host.",
         kind: FieldKind::Text,
         default: "",
         docs: "",
@@ -120,6 +121,21 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
     let kind = &AkamaiKind;
     let get = |name: &str| value(kind, values, name).trim().to_string();
     let mut errors = Vec::new();
+    // The API host, or the host of an API base URL: one of the two is enough.
+    let base_text = get("akamai_base_url");
+    let host = normalise_host(&get("akamai_host"));
+    let host = match (host.is_empty(), parse_base_url(&base_text)) {
+        (true, Ok(base)) => base.host_str().unwrap_or_default().to_string(),
+        (true, Err(_)) if base_text.is_empty() => {
+            errors.push(FieldError {
+                field: "akamai_host",
+                message: "Enter the API host (or an API base URL), or paste an .edgerc section."
+                    .into(),
+            });
+            host
+        }
+        _ => host,
+    };
     let mut required = |name: &'static str, what: &str| {
         let v = get(name);
         if v.is_empty() {
@@ -130,7 +146,6 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
         }
         v
     };
-    let host = normalise_host(&required("akamai_host", "API host"));
     let credentials = Credentials {
         host: host.clone(),
         client_token: required("akamai_client_token", "client token"),
@@ -145,7 +160,6 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
             ),
         });
     }
-    let base_text = get("akamai_base_url");
     let base = if base_text.is_empty() {
         Url::parse(&format!("https://{host}/")).ok()
     } else {
@@ -253,11 +267,11 @@ impl ProviderKind for AkamaiKind {
 
     /// The token buckets belong to the API client, whose host is its own.
     fn pacing_key(&self, values: &Values) -> Option<String> {
-        Some(
-            value(self, values, "akamai_host")
-                .trim()
-                .to_ascii_lowercase(),
-        )
+        let host = settings(values).map_or_else(
+            |_| value(self, values, "akamai_host").trim().to_string(),
+            |s| s.credentials.host,
+        );
+        Some(host.to_ascii_lowercase())
     }
 
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
@@ -793,6 +807,29 @@ mod tests {
         v.insert("akamai_network".into(), "moon".into());
         let fields: Vec<&str> = AkamaiKind.validate(&v).iter().map(|e| e.field).collect();
         assert_eq!(fields, ["akamai_base_url", "akamai_network"]);
+    }
+
+    #[test]
+    fn an_api_base_url_stands_in_for_the_api_host() {
+        let mut v = complete();
+        v.remove("akamai_host");
+        v.insert(
+            "akamai_base_url".into(),
+            "https://akab-base.luna.akamaiapis.net".into(),
+        );
+        assert!(AkamaiKind.validate(&v).is_empty());
+        let s = settings(&v).unwrap();
+        assert_eq!(s.credentials.host, "akab-base.luna.akamaiapis.net");
+        assert_eq!(
+            AkamaiKind.pacing_key(&v).as_deref(),
+            Some("akab-base.luna.akamaiapis.net")
+        );
+        // Neither: the host is what is missing.
+        v.remove("akamai_base_url");
+        let errors = AkamaiKind.validate(&v);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "akamai_host");
+        assert!(errors[0].message.contains("or an API base URL"));
     }
 
     #[test]

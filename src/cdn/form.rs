@@ -11,6 +11,9 @@ pub struct ProviderUpdate {
     /// Credentials to store: only those typed in (or produced by `prepare`); empty keeps the old.
     pub new_secrets: Values,
     pub errors: Vec<FieldError>,
+    /// What `prepare` filled in from a paste (an `.edgerc` section), in the page's words: the
+    /// field's label, with the value when it is not a secret.
+    pub filled: Vec<String>,
 }
 
 /// Applies `form` (all fields of the settings page) to the stored provider choice, values and
@@ -53,8 +56,28 @@ pub fn apply_form(
     let mut check = stored_secrets.clone();
     check.extend(values.clone());
     check.extend(new_secrets.clone());
+    let before = check.clone();
     errors.extend(chosen.prepare(&mut check));
     errors.extend(chosen.validate(&check));
+    // Only a paste (a field that is never kept) fills others; prepare's other changes are
+    // normalisation of what was typed.
+    let pasted = chosen.fields().iter().any(|f| {
+        matches!(f.kind, super::FieldKind::SecretText)
+            && before.get(f.name).is_some_and(|v| !v.trim().is_empty())
+    });
+    let filled = chosen
+        .fields()
+        .iter()
+        .filter(|_| pasted)
+        .filter(|f| {
+            let now = check.get(f.name).filter(|v| !v.is_empty());
+            now.is_some() && now != before.get(f.name)
+        })
+        .map(|f| match f.kind.is_secret() {
+            true => f.label.to_string(),
+            false => format!("{} {}", f.label, check[f.name]),
+        })
+        .collect();
     // `prepare` may have filled or consumed fields: split them back into values and secrets.
     for field in chosen.fields() {
         match (field.kind.is_secret(), check.get(field.name)) {
@@ -77,6 +100,7 @@ pub fn apply_form(
         values,
         new_secrets,
         errors,
+        filled,
     }
 }
 

@@ -90,6 +90,8 @@ pub struct SettingsPage {
     form: SettingsInput,
     errors: Vec<FieldError>,
     saved: bool,
+    /// What the last save filled in from a paste, shown once with the notice.
+    filled: Option<String>,
     active: String,
     providers: Vec<ProviderView>,
     preview: Preview,
@@ -194,6 +196,7 @@ async fn page(
         form: parts.form,
         errors: parts.errors,
         saved,
+        filled: None,
         test_result: parts.test_result,
     })
 }
@@ -211,6 +214,8 @@ async fn stored_parts(state: &AppState) -> Result<PageParts, AppError> {
 
 /// Flash message set by a successful save and shown once by the next `GET /settings`.
 const SAVED: &str = "settings_saved";
+/// With it, what a paste filled in (see [`cdn::ProviderUpdate::filled`]).
+const FILLED: &str = "settings_filled";
 
 pub async fn show(
     AdminUser(admin): AdminUser,
@@ -218,7 +223,10 @@ pub async fn show(
 ) -> Result<HttpResponse, AppError> {
     let parts = stored_parts(&state).await?;
     let saved = admin.session.take_flash(SAVED);
-    render(StatusCode::OK, &page(&state, &admin, parts, saved).await?)
+    let filled = admin.session.take_flash_text(FILLED);
+    let mut page = page(&state, &admin, parts, saved).await?;
+    page.filled = filled;
+    render(StatusCode::OK, &page)
 }
 
 /// `POST /settings`: every field of the page; `action=preview` re-renders without saving.
@@ -241,6 +249,7 @@ pub async fn save(
         values,
         new_secrets,
         mut errors,
+        filled,
     } = cdn::apply_form(&form, &stored.provider, &stored.values, &secrets);
     let settings = Settings::parse(&input);
     if let Err(settings_errors) = &settings {
@@ -258,6 +267,12 @@ pub async fn save(
             .await?;
         tracing::info!(admin = %admin.user.username, provider = kind.name(), "settings saved");
         admin.session.flash(SAVED)?;
+        if !filled.is_empty() {
+            admin.session.flash_text(
+                FILLED,
+                &format!("Filled in from the paste: {}.", filled.join(", ")),
+            )?;
+        }
         return Ok(see_other("/settings"));
     }
     let status = if errors.is_empty() {

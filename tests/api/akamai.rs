@@ -64,9 +64,20 @@ async fn pasted_edgerc_connects_and_purges_with_ids_on_the_page() {
             Some("")
         );
     }
-    // The paste itself is not kept.
+    // The paste itself is not kept, and the page says what it filled in (once).
     let label = texts(&html, "label[for=akamai_edgerc]").remove(0);
-    assert!(label.contains("(not set)"), "{label}");
+    assert!(
+        label.contains("(not kept: what it fills is below)"),
+        "{label}"
+    );
+    assert_eq!(
+        texts(&html, ".notice #filled"),
+        [format!(
+            "Filled in from the paste: API host {HOST}, Client token, Client secret, Access token."
+        )]
+    );
+    let again = admin.page("/settings").await;
+    assert!(texts(&again, "#filled").is_empty(), "shown once");
 
     let (ok, message) = admin.test_connection().await;
     assert!(ok, "{message}");

@@ -615,7 +615,11 @@ async fn an_edgerc_file_can_be_uploaded_in_the_settings() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ch.click("button[value=save]").await;
-    assert_eq!(ch.text("[role=status]").await, "Settings saved.");
+    assert_eq!(
+        ch.text("[role=status]").await,
+        "Settings saved. Filled in from the paste: API host akab-upload.luna.akamaiapis.net, \
+         Client token, Client secret, Access token."
+    );
     assert_eq!(
         ch.find("#akamai_host")
             .await
