@@ -293,6 +293,19 @@ const POSTGRES_LIKE: &str = "(lower(a.id) LIKE lower($1) OR lower(a.name) LIKE l
 /// against all of it ($1).
 const POSTGRES_LIKE_PART: &str = "(lower(a.id) LIKE lower($2) OR lower(a.name) LIKE lower($2))
     AND (strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
+/// PostgreSQL: the rows the trigram indexes find for `$1` (or the rare part `$2`), read whole
+/// before anything else (a MATERIALIZED CTE is planned for all its rows). Asked for a page, the
+/// planner would otherwise walk the list's order and test each row, which it expects to stop
+/// soon; for a search with few matches it read the whole table (a 4-digit number: 0.9 s).
+const POSTGRES_CANDIDATES: &str = "(WITH m AS MATERIALIZED (
+        SELECT * FROM assets WHERE lower(id) LIKE lower($1) OR lower(name) LIKE lower($1)
+    ) SELECT * FROM m) a";
+const POSTGRES_CANDIDATES_PART: &str = "(WITH m AS MATERIALIZED (
+        SELECT * FROM assets WHERE lower(id) LIKE lower($2) OR lower(name) LIKE lower($2)
+    ) SELECT * FROM m) a";
+/// PostgreSQL: the whole search checked on rows found for its rare part.
+const POSTGRES_CONTAINS_ALL: &str =
+    "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
 /// PostgreSQL: the same check that no trigram index serves (for 1–2 characters).
 const POSTGRES_CONTAINS: &str =
     "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
@@ -432,19 +445,41 @@ impl Store {
                 } else {
                     None
                 };
+                // Counted among the index's candidates first: when they are few the page is
+                // read from them; when many, matches are frequent and walking the order finds
+                // a page soon.
                 match part {
-                    Some(part) => Plan {
-                        filter: POSTGRES_LIKE_PART,
-                        binds: vec![q.to_string(), format!("%{}%", escape_like(&part))],
-                        one_off: true,
-                        ..ALL_ROWS
-                    },
-                    None => Plan {
-                        filter: POSTGRES_LIKE,
-                        binds: vec![format!("%{}%", escape_like(q))],
-                        one_off: true,
-                        ..ALL_ROWS
-                    },
+                    Some(part) => {
+                        let binds = vec![q.to_string(), format!("%{}%", escape_like(&part))];
+                        Plan {
+                            filter: POSTGRES_LIKE_PART,
+                            binds: binds.clone(),
+                            one_off: true,
+                            candidates: Some(Box::new(Plan {
+                                from: POSTGRES_CANDIDATES_PART,
+                                filter: POSTGRES_CONTAINS_ALL,
+                                binds,
+                                one_off: true,
+                                ..ALL_ROWS
+                            })),
+                            ..ALL_ROWS
+                        }
+                    }
+                    None => {
+                        let binds = vec![format!("%{}%", escape_like(q))];
+                        Plan {
+                            filter: POSTGRES_LIKE,
+                            binds: binds.clone(),
+                            one_off: true,
+                            candidates: Some(Box::new(Plan {
+                                from: POSTGRES_CANDIDATES,
+                                binds,
+                                one_off: true,
+                                ..ALL_ROWS
+                            })),
+                            ..ALL_ROWS
+                        }
+                    }
                 }
             }
             Pool::Sqlite(_) if short => Plan {
