@@ -42,10 +42,14 @@ const COUNT: &str = "SELECT COUNT(*) FROM assets";
 pub(super) const BUMP_VERSION: &str =
     "UPDATE catalogue_version SET version = version + 1 WHERE id = 1";
 
-/// PostgreSQL's trigram indexes, as `migrations/postgres/0002_asset_search.sql` creates them.
-const SEARCH_INDEXES: [&str; 2] = [
+/// PostgreSQL's indexes of the asset list but its key, as the migrations create them
+/// (`0001_init.sql`, `0002_asset_search.sql`): the trigram indexes of the search and the two
+/// orders of the list. The key stays: the upsert needs it.
+const SEARCH_INDEXES: [&str; 4] = [
     "CREATE INDEX assets_search_id ON assets USING gin (lower(id) gin_trgm_ops)",
     "CREATE INDEX assets_search_name ON assets USING gin (lower(name) gin_trgm_ops)",
+    "CREATE INDEX assets_name_lower ON assets (lower(name), id)",
+    "CREATE INDEX assets_modified ON assets (modified_at, id)",
 ];
 
 /// PostgreSQL: whether an import of `rows` into a catalogue of `existing` assets builds the
@@ -173,9 +177,11 @@ async fn import_postgres(
         sqlx::query("LOCK TABLE assets IN ACCESS EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DROP INDEX assets_search_id, assets_search_name")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DROP INDEX assets_search_id, assets_search_name, assets_name_lower, assets_modified",
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     let (mut written, mut done) = (0, 0);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
