@@ -269,6 +269,8 @@ struct Plan {
     one_off: bool,
     /// The search cannot match anything.
     empty: bool,
+    /// A common table expression `from` reads (PostgreSQL's materialized candidates).
+    with: Option<&'static str>,
 }
 
 const ALL_ROWS: Plan = Plan {
@@ -279,6 +281,7 @@ const ALL_ROWS: Plan = Plan {
     count_in_page: false,
     one_off: false,
     empty: false,
+    with: None,
 };
 
 /// SQLite: rows from the trigram index, checked against the real ID and name.
@@ -297,12 +300,10 @@ const POSTGRES_LIKE_PART: &str = "(lower(a.id) LIKE lower($2) OR lower(a.name) L
 /// before anything else (a MATERIALIZED CTE is planned for all its rows). Asked for a page, the
 /// planner would otherwise walk the list's order and test each row, which it expects to stop
 /// soon; for a search with few matches it read the whole table (a 4-digit number: 0.9 s).
-const POSTGRES_CANDIDATES: &str = "(WITH m AS MATERIALIZED (
-        SELECT * FROM assets WHERE lower(id) LIKE lower($1) OR lower(name) LIKE lower($1)
-    ) SELECT * FROM m) a";
-const POSTGRES_CANDIDATES_PART: &str = "(WITH m AS MATERIALIZED (
-        SELECT * FROM assets WHERE lower(id) LIKE lower($2) OR lower(name) LIKE lower($2)
-    ) SELECT * FROM m) a";
+const POSTGRES_CANDIDATES: &str = "m AS MATERIALIZED (
+        SELECT * FROM assets WHERE lower(id) LIKE lower($1) OR lower(name) LIKE lower($1))";
+const POSTGRES_CANDIDATES_PART: &str = "m AS MATERIALIZED (
+        SELECT * FROM assets WHERE lower(id) LIKE lower($2) OR lower(name) LIKE lower($2))";
 /// PostgreSQL: the whole search checked on rows found for its rare part.
 const POSTGRES_CONTAINS_ALL: &str =
     "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
@@ -393,14 +394,25 @@ impl Store {
             });
         }
         let mut counted = None;
+        let mut read = None;
         if let Some(candidates) = plan.candidates.take() {
-            let count = self.count_matches(&candidates).await?;
+            let count = if candidates.with.is_some() {
+                // Counted and, when few, paged in one statement: one read of the index.
+                let (count, page) = self.page_if_few(&candidates, sort, start, limit).await?;
+                read = page;
+                count
+            } else {
+                self.count_matches(&candidates).await?
+            };
             if let AssetCount::Exactly(_) = count {
                 plan = *candidates;
             }
             counted = Some(count);
         }
-        let (rows, more) = self.fetch_page(&plan, sort, start, limit).await?;
+        let (rows, more) = match read {
+            Some(page) => page,
+            None => self.fetch_page(&plan, sort, start, limit).await?,
+        };
         let count = match (counted, rows.first().and_then(|r| r.matches)) {
             (Some(count), _) => count,
             (None, Some(n)) => AssetCount::bounded(n),
@@ -456,7 +468,8 @@ impl Store {
                             binds: binds.clone(),
                             one_off: true,
                             candidates: Some(Box::new(Plan {
-                                from: POSTGRES_CANDIDATES_PART,
+                                from: "m a",
+                                with: Some(POSTGRES_CANDIDATES_PART),
                                 filter: POSTGRES_CONTAINS_ALL,
                                 binds,
                                 one_off: true,
@@ -472,7 +485,8 @@ impl Store {
                             binds: binds.clone(),
                             one_off: true,
                             candidates: Some(Box::new(Plan {
-                                from: POSTGRES_CANDIDATES,
+                                from: "m a",
+                                with: Some(POSTGRES_CANDIDATES),
                                 binds,
                                 one_off: true,
                                 ..ALL_ROWS
@@ -533,9 +547,9 @@ impl Store {
 
     /// Counts the matches up to `COUNT_LIMIT + 1`: `plan`'s, not its candidates'.
     async fn count_matches(&self, plan: &Plan) -> Result<AssetCount> {
-        let (from, filter) = (plan.from, plan.filter);
+        let (from, filter, with) = (plan.from, plan.filter, with_clause(plan));
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {filter} LIMIT {}) AS matches",
+            "{with}SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {filter} LIMIT {}) AS matches",
             COUNT_LIMIT + 1
         );
         let n: i64 = with_pool!(self, p => {
@@ -557,30 +571,19 @@ impl Store {
         start: &PageStart,
         limit: i64,
     ) -> Result<(Vec<ListedAsset>, bool)> {
-        let (key, backwards) = match start {
-            PageStart::First => (None, false),
-            PageStart::After(key) => (Some(key), false),
-            PageStart::Before(key) => (Some(key), true),
-        };
-        let (order, keyset) = sort.order(backwards, plan.binds.len() + 1);
-        let keyset = if key.is_some() {
-            keyset
-        } else {
-            "1 = 1".into()
-        };
-        let columns = "a.id, a.name, a.kind, a.modified_at, lower(a.name) AS name_key";
-        let (from, filter) = (plan.from, plan.filter);
+        let (key, backwards, order, keyset) = page_bounds(sort, start, plan.binds.len() + 1);
+        let (from, filter, with) = (plan.from, plan.filter, with_clause(plan));
         let sql = if plan.count_in_page {
             // The count is taken over every match, before the page's start and size.
             format!(
-                "SELECT {columns}, a.matches FROM (
+                "{with}SELECT {COLUMNS}, a.matches FROM (
                    SELECT a.*, count(*) OVER () AS matches FROM {from} WHERE {filter}
                  ) AS a WHERE {keyset} ORDER BY {order} LIMIT {}",
                 limit + 1
             )
         } else {
             format!(
-                "SELECT {columns} FROM {from} WHERE {filter} AND {keyset} ORDER BY {order} LIMIT {}",
+                "{with}SELECT {COLUMNS} FROM {from} WHERE {filter} AND {keyset} ORDER BY {order} LIMIT {}",
                 limit + 1
             )
         };
@@ -606,6 +609,79 @@ impl Store {
         Ok((rows, more))
     }
 
+    /// PostgreSQL: counts `plan`'s matches up to `COUNT_LIMIT + 1` and, when there are no more
+    /// than `COUNT_LIMIT`, reads the page among them, in one statement over one read of its
+    /// materialized candidates (a second statement would look them up in the index again).
+    async fn page_if_few(
+        &self,
+        plan: &Plan,
+        sort: AssetSort,
+        start: &PageStart,
+        limit: i64,
+    ) -> Result<(AssetCount, Option<(Vec<ListedAsset>, bool)>)> {
+        let (key, backwards, order, keyset) = page_bounds(sort, start, plan.binds.len() + 1);
+        let (from, filter, with) = (plan.from, plan.filter, with_clause(plan));
+        let sql = format!(
+            "{with}, n AS (SELECT count(*) AS total FROM (
+                 SELECT 1 FROM {from} WHERE {filter} LIMIT {limit_count}) AS matches)
+             SELECT p.id, p.name, p.kind, p.modified_at, p.name_key, n.total FROM n
+             LEFT JOIN LATERAL (
+                 SELECT {COLUMNS} FROM {from}
+                 WHERE n.total <= {COUNT_LIMIT} AND {filter} AND {keyset}
+                 ORDER BY {order} LIMIT {limit_page}
+             ) p ON true",
+            limit_count = COUNT_LIMIT + 1,
+            limit_page = limit + 1
+        );
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            i64,
+        );
+        let found: Vec<Row> = with_pool!(self, p => {
+            let mut query = sqlx::query_as(&sql).persistent(false);
+            for b in &plan.binds {
+                query = query.bind(b);
+            }
+            if let Some(key) = key {
+                query = match &key.value {
+                    KeyValue::Name(name) => query.bind(name),
+                    KeyValue::Modified(at) => query.bind(at),
+                }
+                .bind(&key.id);
+            }
+            query.fetch_all(p).await
+        })?;
+        let count = AssetCount::bounded(found.first().map_or(0, |r| r.5));
+        if let AssetCount::MoreThan(_) = count {
+            return Ok((count, None));
+        }
+        let mut rows: Vec<ListedAsset> = found
+            .into_iter()
+            .filter_map(|(id, name, kind, modified_at, name_key, _)| {
+                Some(ListedAsset {
+                    asset: Asset {
+                        id: id?,
+                        name: name?,
+                        kind: kind?,
+                        modified_at: modified_at?,
+                    },
+                    name_key: name_key?,
+                    matches: None,
+                })
+            })
+            .collect();
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        if backwards {
+            rows.reverse();
+        }
+        Ok((count, Some((rows, more))))
+    }
+
     /// The first asset in name order, used for the template preview.
     pub async fn sample_asset_id(&self) -> Result<Option<String>> {
         Ok(with_pool!(self, p => {
@@ -614,6 +690,35 @@ impl Store {
                 .await
         })?)
     }
+}
+
+/// The columns of a listed row; the assets table is `a`.
+const COLUMNS: &str = "a.id, a.name, a.kind, a.modified_at, lower(a.name) AS name_key";
+
+/// `WITH …` before a statement reading `plan`, or nothing.
+fn with_clause(plan: &Plan) -> String {
+    plan.with.map(|w| format!("WITH {w} ")).unwrap_or_default()
+}
+
+/// Where a page starts: the key (bound after `first_bind - 1` other values), whether the page
+/// is read backwards, and the ORDER BY and keyset condition that read it.
+fn page_bounds(
+    sort: AssetSort,
+    start: &PageStart,
+    first_bind: usize,
+) -> (Option<&AssetKey>, bool, &'static str, String) {
+    let (key, backwards) = match start {
+        PageStart::First => (None, false),
+        PageStart::After(key) => (Some(key), false),
+        PageStart::Before(key) => (Some(key), true),
+    };
+    let (order, keyset) = sort.order(backwards, first_bind);
+    let keyset = if key.is_some() {
+        keyset
+    } else {
+        "1 = 1".into()
+    };
+    (key, backwards, order, keyset)
 }
 
 fn page_of(
