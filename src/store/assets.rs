@@ -13,6 +13,25 @@ use super::asset_cache::PageQuery;
 use super::{Pool, Result, Store};
 use base64::Engine;
 
+/// Binds a plan's values, then the page's key (its sort value, then its ID) when it has one:
+/// the order of [`page_bounds`]' placeholders. A macro: the query's type differs per database.
+macro_rules! bind_page {
+    ($query:expr, $plan:expr, $key:expr) => {{
+        let mut query = $query;
+        for b in &$plan.binds {
+            query = query.bind(b);
+        }
+        if let Some(key) = $key {
+            query = match &key.value {
+                KeyValue::Name(name) => query.bind(name),
+                KeyValue::Modified(at) => query.bind(at),
+            }
+            .bind(&key.id);
+        }
+        query
+    }};
+}
+
 /// A catalogue entry.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Asset {
@@ -588,18 +607,9 @@ impl Store {
             )
         };
         let mut rows: Vec<ListedAsset> = with_pool!(self, p => {
-            let mut query = sqlx::query_as(&sql).persistent(!plan.one_off);
-            for b in &plan.binds {
-                query = query.bind(b);
-            }
-            if let Some(key) = key {
-                query = match &key.value {
-                    KeyValue::Name(name) => query.bind(name),
-                    KeyValue::Modified(at) => query.bind(at),
-                }
-                .bind(&key.id);
-            }
-            query.fetch_all(p).await
+            bind_page!(sqlx::query_as(&sql).persistent(!plan.one_off), plan, key)
+                .fetch_all(p)
+                .await
         })?;
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
@@ -642,18 +652,9 @@ impl Store {
             i64,
         );
         let found: Vec<Row> = with_pool!(self, p => {
-            let mut query = sqlx::query_as(&sql).persistent(false);
-            for b in &plan.binds {
-                query = query.bind(b);
-            }
-            if let Some(key) = key {
-                query = match &key.value {
-                    KeyValue::Name(name) => query.bind(name),
-                    KeyValue::Modified(at) => query.bind(at),
-                }
-                .bind(&key.id);
-            }
-            query.fetch_all(p).await
+            bind_page!(sqlx::query_as(&sql).persistent(false), plan, key)
+                .fetch_all(p)
+                .await
         })?;
         let count = AssetCount::bounded(found.first().map_or(0, |r| r.5));
         if let AssetCount::MoreThan(_) = count {

@@ -641,13 +641,8 @@ async fn requests_a_node_left_unanswered_when_it_closed_are_sent_again() {
     );
 }
 
-/// A node that reads the requests and never answers: each attempt times out after the
-/// request timeout, and the URLs fail after their attempts with the reason.
-#[tokio::test]
-async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attempts() {
-    use crate::purge_node::{Behaviour, RawNode};
-    use cdn_invalidator::store::UrlStatus;
-    let node = RawNode::start(Behaviour::Hang).await;
+/// An app purging through `node` with a 1 s request timeout and 2 attempts per URL.
+async fn purging_to_with_short_timeouts(node: &crate::purge_node::RawNode) -> (TestApp, Browser) {
     let app = spawn_app_with(|c| {
         c.purge.timeout = std::time::Duration::from_secs(1);
         c.purge.max_attempts = 2;
@@ -657,6 +652,17 @@ async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attem
     admin
         .save_settings("server.com", "<ID>", &node.base(), "")
         .await;
+    (app, admin)
+}
+
+/// A node that reads the requests and never answers: each attempt times out after the
+/// request timeout, and the URLs fail after their attempts with the reason.
+#[tokio::test]
+async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attempts() {
+    use crate::purge_node::{Behaviour, RawNode};
+    use cdn_invalidator::store::UrlStatus;
+    let node = RawNode::start(Behaviour::Hang).await;
+    let (app, admin) = purging_to_with_short_timeouts(&node).await;
     let paths: Vec<String> = (0..20).map(|i| format!("/is/image/hang-{i}")).collect();
     let urls: Vec<String> = paths
         .iter()
@@ -704,15 +710,7 @@ async fn requests_behind_a_hang_are_sent_again_one_per_request() {
     use crate::purge_node::{Behaviour, RawNode};
     use cdn_invalidator::store::UrlStatus;
     let node = RawNode::start(Behaviour::HangOn("stuck")).await;
-    let app = spawn_app_with(|c| {
-        c.purge.timeout = std::time::Duration::from_secs(1);
-        c.purge.max_attempts = 2;
-    })
-    .await;
-    let admin = app.admin().await;
-    admin
-        .save_settings("server.com", "<ID>", &node.base(), "")
-        .await;
+    let (app, admin) = purging_to_with_short_timeouts(&node).await;
     // 64 URLs: 8 pipelined batches of 8; the first batch's third URL is the stuck one.
     let paths: Vec<String> = (0..64)
         .map(|i| match i {
