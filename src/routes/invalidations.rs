@@ -93,6 +93,13 @@ pub struct UrlRow {
     error: String,
 }
 
+impl UrlRow {
+    /// The URL as HTML that wraps at its slashes (see [`super::breakable_url`]).
+    fn url_html(&self) -> String {
+        super::breakable_url(&self.url)
+    }
+}
+
 impl From<PositionedUrl> for UrlRow {
     fn from(p: PositionedUrl) -> Self {
         let u = p.url;

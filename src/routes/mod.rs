@@ -169,3 +169,38 @@ impl Pager {
 pub fn q(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
+
+/// `url` as HTML text that may wrap after each `/` (a `<wbr>`): on a narrow screen a long URL
+/// breaks between its parts, not in the middle of a word. Everything else is escaped.
+pub fn breakable_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len() + url.len() / 4);
+    for c in url.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '/' => out.push_str("/<wbr>"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod breakable_url_tests {
+    use super::breakable_url;
+
+    #[test]
+    fn urls_may_break_after_each_slash_and_nothing_else_is_markup() {
+        assert_eq!(
+            breakable_url("https://s.com/is/image/A?x=1&y=2"),
+            "https:/<wbr>/<wbr>s.com/<wbr>is/<wbr>image/<wbr>A?x=1&amp;y=2"
+        );
+        assert_eq!(
+            breakable_url("https://s.com/<script>\"'"),
+            "https:/<wbr>/<wbr>s.com/<wbr>&lt;script&gt;&quot;&#39;"
+        );
+    }
+}

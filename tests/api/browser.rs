@@ -648,3 +648,65 @@ async fn an_edgerc_file_can_be_uploaded_in_the_settings() {
     );
     ch.close().await;
 }
+
+/// At a phone's width (390 px) no page is wider than the screen: tables scroll inside
+/// themselves, and long URLs wrap at their slashes instead of in the middle of a word.
+#[tokio::test]
+async fn pages_fit_a_phone_width_screen() {
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &node.base(), "")
+        .await;
+    let long = "https://server.com/is/image/Company/Backpack_Blue_Alpine_Trail_Edition_2026?wid=1200&hei=900&fmt=webp&qlt=85";
+    let urls: Vec<String> = (0..5).map(|i| format!("{long}&v={i}")).collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    admin.wait_finished(id).await;
+
+    let ch = Chrome::start(true).await;
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#q").await;
+    ch.c.set_window_size(390, 844).await.unwrap();
+    for path in [
+        "/assets".to_string(),
+        "/invalidations".to_string(),
+        format!("/invalidations/{id}"),
+        "/settings".to_string(),
+    ] {
+        ch.goto(&format!("{}{path}", app.address)).await;
+        ch.find("main").await;
+        let widths = ch
+            .c
+            .execute(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (scroll, client) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+        assert!(
+            client <= 390,
+            "{path}: the window is phone-sized ({client})"
+        );
+        assert!(
+            scroll <= client,
+            "{path}: the page is {scroll} px wide on a {client} px screen"
+        );
+    }
+    // A URL's cell breaks only where the URL has a slash.
+    ch.goto(&format!("{}/invalidations/{id}", app.address))
+        .await;
+    let breaks =
+        ch.c.execute(
+            "return document.querySelectorAll('#urls tbody tr:first-child code wbr').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(breaks.as_i64(), Some(long.matches('/').count() as i64));
+    ch.close().await;
+}
