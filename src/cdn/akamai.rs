@@ -123,10 +123,11 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
     let mut errors = Vec::new();
     // The API host, or the host of an API base URL: one of the two is enough.
     let base_text = get("akamai_base_url");
+    let typed_base = (!base_text.is_empty()).then(|| parse_base_url(&base_text));
     let host = normalise_host(&get("akamai_host"));
-    let host = match (host.is_empty(), parse_base_url(&base_text)) {
-        (true, Ok(base)) => base.host_str().unwrap_or_default().to_string(),
-        (true, Err(_)) if base_text.is_empty() => {
+    let host = match (host.is_empty(), &typed_base) {
+        (true, Some(Ok(base))) => base.host_str().unwrap_or_default().to_string(),
+        (true, None) => {
             errors.push(FieldError {
                 field: "akamai_host",
                 message: "Enter the API host (or an API base URL), or paste an .edgerc section."
@@ -134,6 +135,7 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
             });
             host
         }
+        // A base URL that does not parse has its own error below.
         _ => host,
     };
     let mut required = |name: &'static str, what: &str| {
@@ -160,25 +162,22 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
             ),
         });
     }
-    let base = if base_text.is_empty() {
-        Url::parse(&format!("https://{host}/")).ok()
-    } else {
-        match parse_base_url(&base_text) {
-            Ok(u) if u.path() == "/" => Some(u),
-            Ok(_) => {
-                errors.push(FieldError {
-                    field: "akamai_base_url",
-                    message: format!("\"{base_text}\" must be a base URL without a path."),
-                });
-                None
-            }
-            Err(message) => {
-                errors.push(FieldError {
-                    field: "akamai_base_url",
-                    message,
-                });
-                None
-            }
+    let base = match typed_base {
+        None => Url::parse(&format!("https://{host}/")).ok(),
+        Some(Ok(u)) if u.path() == "/" => Some(u),
+        Some(Ok(_)) => {
+            errors.push(FieldError {
+                field: "akamai_base_url",
+                message: format!("\"{base_text}\" must be a base URL without a path."),
+            });
+            None
+        }
+        Some(Err(message)) => {
+            errors.push(FieldError {
+                field: "akamai_base_url",
+                message,
+            });
+            None
         }
     };
     let action = choice(ACTIONS, &get("akamai_action"));

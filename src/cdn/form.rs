@@ -65,19 +65,22 @@ pub fn apply_form(
         matches!(f.kind, super::FieldKind::SecretText)
             && before.get(f.name).is_some_and(|v| !v.trim().is_empty())
     });
-    let filled = chosen
-        .fields()
-        .iter()
-        .filter(|_| pasted)
-        .filter(|f| {
-            let now = check.get(f.name).filter(|v| !v.is_empty());
-            now.is_some() && now != before.get(f.name)
-        })
-        .map(|f| match f.kind.is_secret() {
-            true => f.label.to_string(),
-            false => format!("{} {}", f.label, check[f.name]),
-        })
-        .collect();
+    let filled = if pasted {
+        chosen
+            .fields()
+            .iter()
+            .filter(|f| {
+                let now = check.get(f.name).filter(|v| !v.is_empty());
+                now.is_some() && now != before.get(f.name)
+            })
+            .map(|f| match f.kind.is_secret() {
+                true => f.label.to_string(),
+                false => format!("{} {}", f.label, check[f.name]),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // `prepare` may have filled or consumed fields: split them back into values and secrets.
     for field in chosen.fields() {
         match (field.kind.is_secret(), check.get(field.name)) {
