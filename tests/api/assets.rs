@@ -560,3 +560,54 @@ async fn an_import_by_another_process_shows_in_the_list_soon_after() {
         ["3 assets."]
     );
 }
+
+/// A first import of 50,000 assets (on PostgreSQL: the list's indexes dropped and built again
+/// after the rows, in the import's transaction) leaves every index of the list in place, and
+/// the list and its search work on it.
+#[tokio::test]
+async fn a_first_large_import_keeps_the_lists_indexes_and_search() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let mut csv = String::from("id,name,type\n");
+    for i in 0..50_000 {
+        csv.push_str(&format!("Bulk_{i:05},Bulk asset {i},image\n"));
+    }
+    assert_eq!(
+        import_counts(&admin, &csv).await,
+        (
+            "Imported 50000 assets.".into(),
+            "50000 new, 0 changed, 0 unchanged.".into()
+        )
+    );
+    if app.database_url.starts_with("postgres") {
+        let mut names: Vec<(String,)> = raw_rows(
+            &app.database_url,
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'assets' ORDER BY 1",
+        )
+        .await;
+        names.sort();
+        let names: Vec<String> = names.into_iter().map(|(n,)| n).collect();
+        for index in [
+            "assets_modified",
+            "assets_name_lower",
+            "assets_search_id",
+            "assets_search_name",
+        ] {
+            assert!(names.iter().any(|n| n == index), "{index} in {names:?}");
+        }
+    }
+    // The ID search (trigram index) and the name search with its count.
+    assert_eq!(
+        ids(&admin.page("/assets?q=bulk_04999").await),
+        ["Bulk_04999"]
+    );
+    let html = admin.page("/assets?q=asset%204999").await;
+    let mut found = ids(&html);
+    found.sort();
+    let mut expected: Vec<String> = std::iter::once(4999)
+        .chain(49_990..50_000)
+        .map(|i| format!("Bulk_{i:05}"))
+        .collect();
+    expected.sort();
+    assert_eq!(found, expected);
+}

@@ -560,11 +560,7 @@ async fn a_batch_of_300_urls_pipelined_to_a_real_varnish_empties_each_cached_obj
         varnish.counter("MAIN.client_req"),
         varnish.counter("MAIN.sess_readahead"),
     );
-    let urls: Vec<String> = paths
-        .iter()
-        .map(|p| format!("https://server.com{p}"))
-        .collect();
-    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let id = invalidate_paths(&admin, &paths).await;
     let json = admin.wait_finished(id).await;
     assert_eq!(json["status"], "succeeded", "{json}");
     assert_eq!(json["succeeded"], 300);
@@ -614,11 +610,7 @@ async fn requests_a_node_left_unanswered_when_it_closed_are_sent_again() {
         .await;
     // 300 URLs: batches of 38 over 8 connections, each closed after 5 answers.
     let paths: Vec<String> = (0..300).map(|i| format!("/is/image/closing-{i}")).collect();
-    let urls: Vec<String> = paths
-        .iter()
-        .map(|p| format!("https://server.com{p}"))
-        .collect();
-    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let id = invalidate_paths(&admin, &paths).await;
     let json = admin.wait_finished(id).await;
     assert_eq!(json["status"], "succeeded", "{json}");
     for row in url_rows(&app, id).await {
@@ -639,6 +631,15 @@ async fn requests_a_node_left_unanswered_when_it_closed_are_sent_again() {
         "the node closed connections mid-batch: {} connections",
         node.connections()
     );
+}
+
+/// Continues with the URLs of `paths` on server.com; returns the invalidation's id.
+async fn invalidate_paths(admin: &Browser, paths: &[String]) -> i64 {
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("https://server.com{p}"))
+        .collect();
+    admin.invalidate_urls(&urls.join("\n")).await
 }
 
 /// An app purging through `node` with a 1 s request timeout and 2 attempts per URL.
@@ -664,12 +665,8 @@ async fn a_node_that_never_answers_times_out_and_its_urls_fail_after_their_attem
     let node = RawNode::start(Behaviour::Hang).await;
     let (app, admin) = purging_to_with_short_timeouts(&node).await;
     let paths: Vec<String> = (0..20).map(|i| format!("/is/image/hang-{i}")).collect();
-    let urls: Vec<String> = paths
-        .iter()
-        .map(|p| format!("https://server.com{p}"))
-        .collect();
     let started = std::time::Instant::now();
-    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let id = invalidate_paths(&admin, &paths).await;
     let json = admin.wait_finished(id).await;
     assert_eq!(json["status"], "failed", "{json}");
     assert!(
@@ -718,11 +715,7 @@ async fn requests_behind_a_hang_are_sent_again_one_per_request() {
             i => format!("/is/image/fine-{i:02}"),
         })
         .collect();
-    let urls: Vec<String> = paths
-        .iter()
-        .map(|p| format!("https://server.com{p}"))
-        .collect();
-    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    let id = invalidate_paths(&admin, &paths).await;
     let json = admin.wait_finished(id).await;
     assert_eq!(json["status"], "partially_failed", "{json}");
     assert_eq!(
