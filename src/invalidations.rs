@@ -2,7 +2,7 @@
 //! future API call these, so every way in obeys the same rules.
 
 use crate::cdn::{self, ProviderKind, ProviderSnapshot};
-use crate::domain::estimate::estimate_seconds;
+use crate::domain::estimate::estimate;
 use crate::domain::settings::Settings;
 use crate::domain::status::UrlStatus;
 use crate::domain::url_list;
@@ -53,7 +53,9 @@ pub async fn queue(
     retry_of: Option<i64>,
 ) -> Result<i64, InvalidationError> {
     let provider = active_snapshot(&state.store.load_provider().await?);
-    let throughput = state.store.recent_throughput().await?;
+    let measured = state.store.load_measured(&provider.provider).await?;
+    let history = state.store.estimate_history(&provider.provider).await?;
+    let model = provider.model(&state.config.purge, measured);
     let total = urls.len() as i64;
     let new = NewInvalidation {
         created_by: user.id,
@@ -66,12 +68,9 @@ pub async fn queue(
         retry_of,
         pacing_key: provider.pacing_key(),
     };
-    let propagation = provider.propagation_seconds();
     let id = state
         .store
-        .create_invalidation(&new, |ahead| {
-            estimate_seconds(ahead, total, throughput, propagation)
-        })
+        .create_invalidation(&new, |ahead| estimate(&model, ahead, total, &history))
         .await?;
     state.wake_worker.notify_one();
     tracing::info!(id, user = %user.username, urls = total, "invalidation queued");

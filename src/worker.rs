@@ -1,6 +1,8 @@
 //! The purge worker: takes queued invalidations, drives a provider, records each URL's outcome.
 
-use crate::cdn::{self, Attempt, Batch, Context, Poll, ProviderSnapshot, PurgeConfig, Purger};
+use crate::cdn::{
+    self, Attempt, Batch, Context, Measured, Poll, ProviderSnapshot, PurgeConfig, Purger,
+};
 use crate::domain::settings::Settings;
 use crate::domain::url_list::HostPolicy;
 use crate::store::{
@@ -223,6 +225,42 @@ pub fn transition(
     }
 }
 
+/// Requests of an invalidation timed for estimates: the first ones, sent while the provider's
+/// limits (full buckets) do not hold them back.
+const MEASURED_REQUESTS: usize = 8;
+
+/// True when the provider (or cache) answered, whatever it said.
+fn answered(attempt: &Attempt) -> bool {
+    match attempt {
+        Attempt::Done { .. } | Attempt::Pending { .. } => true,
+        Attempt::Retry { http_status, .. } | Attempt::Fail { http_status, .. } => {
+            http_status.is_some()
+        }
+        Attempt::Unanswered { .. } => false,
+    }
+}
+
+/// The median request time and the mean URLs per request of `timings`.
+fn measure(timings: &[(f64, usize)]) -> Option<Measured> {
+    if timings.is_empty() {
+        return None;
+    }
+    let mut times: Vec<f64> = timings.iter().map(|t| t.0).collect();
+    times.sort_by(f64::total_cmp);
+    let urls = timings.iter().map(|t| t.1 as f64).sum::<f64>() / timings.len() as f64;
+    Some(Measured {
+        request_ms: times[times.len() / 2].max(0.001),
+        urls_per_request: urls.max(1.0),
+    })
+}
+
+/// When a provider promised a purge would be cleared: acceptance plus its own estimate.
+fn promised_at(batch: &crate::store::PurgeBatch) -> Option<i64> {
+    batch
+        .estimated_seconds
+        .map(|s| batch.created_at + s.max(0) * 1000)
+}
+
 /// A reference that is the same whenever the same URLs of the same invalidation are sent again.
 fn batch_reference(invalidation_id: i64, urls: &[InvalidationUrl]) -> String {
     let mut hash = Sha256::new();
@@ -237,7 +275,8 @@ fn batch_reference(invalidation_id: i64, urls: &[InvalidationUrl]) -> String {
 /// One invalidation being worked on.
 struct Run<'a> {
     id: i64,
-    created_at: i64,
+    /// How long the first requests took and how many URLs each carried (for estimates).
+    timings: std::sync::Mutex<Vec<(f64, usize)>>,
     purger: &'a dyn Purger,
     policy: &'a HostPolicy,
 }
@@ -349,7 +388,11 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = ?e, "purge worker step failed"),
             }
-            let nap = self.config().poll_interval.min(Duration::from_secs(2));
+            let mut nap = self.config().poll_interval.min(Duration::from_secs(2));
+            // A provider's promised clearing time is honoured on time, not at the next poll.
+            if let Ok(Some(due)) = self.store.next_promise().await {
+                nap = nap.min(Duration::from_millis((due - now_millis()).max(0) as u64));
+            }
             let _ = tokio::time::timeout(nap, self.wake.notified()).await;
         }
     }
@@ -390,11 +433,21 @@ impl Worker {
             Ok(purger) => {
                 let run = Run {
                     id,
-                    created_at: claimed.created_at,
+                    timings: std::sync::Mutex::default(),
                     purger: purger.as_ref(),
                     policy: &policy,
                 };
-                self.purge_all(&run, pending).await
+                let sent = self.purge_all(&run, pending).await;
+                let timings = std::mem::take(&mut *run.timings.lock().expect("timings"));
+                if let (Some(measured), Ok(snapshot)) = (
+                    measure(&timings),
+                    serde_json::from_str::<ProviderSnapshot>(&claimed.provider_settings),
+                ) {
+                    self.store
+                        .save_measured(&snapshot.provider, measured)
+                        .await?;
+                }
+                sent
             }
             Err(e) => {
                 let reason = format!("provider settings unusable: {e}");
@@ -444,12 +497,20 @@ impl Worker {
     /// invalidation (the one being sent included), and closes those with nothing left. At most once per poll interval
     /// unless `now` (a full cap on work in progress needs the answer before sending more).
     async fn poll_all(&self, now: bool) -> anyhow::Result<()> {
-        {
+        let poll_due = {
             let mut last = self.last_poll.lock().expect("poll clock");
-            if !now && last.is_some_and(|t| t.elapsed() < self.config().poll_interval) {
+            let due = now || last.is_none_or(|t| t.elapsed() >= self.config().poll_interval);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        // Between polls, only a provider's promise that has come due needs a look.
+        if !poll_due {
+            let promise = self.store.next_promise().await?;
+            if promise.is_none_or(|due| due > now_millis()) {
                 return Ok(());
             }
-            *last = Some(std::time::Instant::now());
         }
         for (id, snapshot_json) in self.store.running_invalidations().await? {
             match self.purger(&snapshot_json).await {
@@ -600,7 +661,15 @@ impl Worker {
             reference: batch_reference(run.id, &rows),
             urls,
         };
+        let started = std::time::Instant::now();
         let mut result = run.purger.purge(&batch).await;
+        // A request the provider answered tells how long its requests take.
+        if result.attempts.iter().any(answered) {
+            let mut timings = run.timings.lock().expect("timings");
+            if timings.len() < MEASURED_REQUESTS {
+                timings.push((started.elapsed().as_secs_f64() * 1000.0, rows.len()));
+            }
+        }
         if result.attempts.len() != rows.len() {
             let reason = format!(
                 "the provider answered for {} of {} URLs",
@@ -617,16 +686,12 @@ impl Worker {
         }
         let batch_id = match &result.receipt {
             Some(receipt) => {
+                // Waiting needs something to wait on: a status to poll, or a promised time.
                 let waits = result
                     .attempts
                     .iter()
-                    .any(|a| matches!(a, Attempt::Pending { .. }));
-                if let Some(seconds) = receipt.estimated_seconds {
-                    let elapsed = (now_millis() - run.created_at).max(0) / 1000;
-                    self.store
-                        .raise_estimate(run.id, elapsed + seconds as i64)
-                        .await?;
-                }
+                    .any(|a| matches!(a, Attempt::Pending { .. }))
+                    && (receipt.provider_id.is_some() || receipt.estimated_seconds.is_some());
                 let new = NewBatch {
                     invalidation_id: run.id,
                     reference: &batch.reference,
@@ -634,11 +699,15 @@ impl Worker {
                     support_id: receipt.support_id.as_deref(),
                     estimated_seconds: receipt.estimated_seconds.map(|s| s as i64),
                     url_count: rows.len() as i64,
-                    pending: waits && receipt.provider_id.is_some(),
+                    pending: waits,
                 };
-                Some(self.store.record_batch(&new).await?)
+                Some((self.store.record_batch(&new).await?, waits))
             }
             None => None,
+        };
+        let (batch_id, waits) = match batch_id {
+            Some((id, waits)) => (Some(id), waits),
+            None => (None, false),
         };
         let mut again = Vec::new();
         let mut unanswered = Vec::new();
@@ -651,12 +720,7 @@ impl Worker {
             if counts {
                 url.attempts += 1;
             }
-            let next = transition(
-                attempt,
-                url.attempts,
-                self.config().max_attempts,
-                batch_id.is_some(),
-            );
+            let next = transition(attempt, url.attempts, self.config().max_attempts, waits);
             if let Some(retry_after) = next.retry_after
                 && counts
             {
@@ -709,6 +773,12 @@ impl Worker {
                     self.config().poll_timeout.as_secs() / 60
                 );
                 self.store.fail_batch(batch.id, &reason).await?;
+                continue;
+            }
+            // A provider's own promise (Akamai's `estimatedSeconds`): not cleared before it.
+            if let Some(due) = promised_at(&batch)
+                && now_millis() < due
+            {
                 continue;
             }
             let Some(provider_id) = batch.provider_id.as_deref() else {

@@ -106,6 +106,8 @@ document.addEventListener("DOMContentLoaded", () => {
             if (link && !link.hasAttribute("aria-current")) link.hidden = count === 0;
           }
           setText("status", labels[inv.status] || inv.status);
+          const clearing = document.getElementById("clearing");
+          if (clearing && inv.clearing) clearing.textContent = inv.clearing;
           if (finished.includes(inv.status)) {
             window.location.reload();
             return;

@@ -5,15 +5,20 @@
 //! to poll. A soft purge (`Fastly-Soft-Purge: 1`) marks the object stale instead of removing it.
 
 use super::{
-    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeResult,
-    Purger, Receipt, Values, body_excerpt, describe_error, parse_base_url, refused, retry_after,
-    status_text, value,
+    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, Measured, Model, OVERHEAD_MS,
+    ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Sending, Values, body_excerpt,
+    describe_error, parse_base_url, refused, retry_after, status_text, value,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use url::Url;
+
+/// Round trip assumed for an API request before one has been measured.
+const UNMEASURED_REQUEST_MS: f64 = 200.0;
+/// Fastly's documented global purge time once the API has answered.
+const GLOBAL_PURGE_MS: f64 = 150.0;
 
 /// Fastly's purge API, by URL.
 pub struct FastlyKind;
@@ -102,6 +107,10 @@ impl ProviderKind for FastlyKind {
         "fastly"
     }
 
+    fn short_name(&self) -> &'static str {
+        "Fastly"
+    }
+
     fn label(&self) -> &'static str {
         "Fastly (purge by URL through the API)"
     }
@@ -122,9 +131,17 @@ impl ProviderKind for FastlyKind {
         }
     }
 
-    /// Fastly purges globally in about 150 ms: nothing worth waiting for.
-    fn propagation_seconds(&self) -> u64 {
-        0
+    /// One request per URL, `concurrency` at once; Fastly purges globally in about 150 ms
+    /// once it has answered.
+    fn model(&self, _values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
+        Model {
+            sending: Sending::Streams {
+                connections: config.concurrency.max(1),
+                per_url_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
+            },
+            clearing_ms: GLOBAL_PURGE_MS,
+            overhead_ms: OVERHEAD_MS,
+        }
     }
 
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {

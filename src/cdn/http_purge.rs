@@ -3,8 +3,9 @@
 mod pipeline;
 
 use super::{
-    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, ProviderKind, PurgeConfig,
-    PurgeResult, Purger, Values, classify, describe_error, lines, parse_base_url,
+    Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, Measured, Model, OVERHEAD_MS,
+    ProviderKind, PurgeConfig, PurgeResult, Purger, Sending, Values, classify, describe_error,
+    lines, parse_base_url,
 };
 use futures_util::future::join_all;
 use reqwest::Method;
@@ -54,6 +55,10 @@ impl ProviderKind for HttpPurgeKind {
         "http_purge"
     }
 
+    fn short_name(&self) -> &'static str {
+        "the cache"
+    }
+
     fn label(&self) -> &'static str {
         "HTTP PURGE (Varnish, nginx, Squid, Fastly without API)"
     }
@@ -89,8 +94,29 @@ impl ProviderKind for HttpPurgeKind {
         }
     }
 
-    fn propagation_seconds(&self) -> u64 {
-        0
+    /// Every node gets every URL, spread over `concurrency` connections (pipelined on
+    /// `http://` nodes, one request at a time otherwise); a cache answers once purged.
+    fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
+        let nodes =
+            parse_nodes(values.get("purge_nodes").map_or("", String::as_str)).unwrap_or_default();
+        let pipelined = !nodes.is_empty() && nodes.iter().all(|n| n.scheme() == "http");
+        // Test connection times one request to each node in turn; the worker times batches.
+        let per_url_ms = measured.map_or(
+            if pipelined {
+                UNMEASURED_PIPELINED_MS
+            } else {
+                UNMEASURED_REQUEST_MS
+            },
+            |m| m.request_ms / m.urls_per_request.max(1.0),
+        );
+        Model {
+            sending: Sending::Streams {
+                connections: config.concurrency.max(1),
+                per_url_ms,
+            },
+            clearing_ms: 0.0,
+            overhead_ms: OVERHEAD_MS,
+        }
     }
 
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
@@ -126,6 +152,10 @@ struct PurgeNode {
 /// few system calls, small enough that the batches in flight keep every connection busy to the
 /// end of an invalidation and a retry resends little.
 const PIPELINED_BATCH: usize = 128;
+/// Time per URL on one connection before one has been measured: pipelined to a cache nearby,
+/// and one request at a time to a cache across a network.
+const UNMEASURED_PIPELINED_MS: f64 = 0.2;
+const UNMEASURED_REQUEST_MS: f64 = 20.0;
 
 /// How long after a node kept a request waiting past the timeout URLs are sent one per batch
 /// (a hang then holds one of the batches in flight, not a pipeline of them).

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use url::Url;
 
+pub use crate::domain::estimate::{Bucket, Measured, Model, OVERHEAD_MS, Sending};
 pub use crate::domain::settings::FieldError;
 /// Lines of a [`FieldKind::Lines`] value, trimmed, blank ones dropped, with 1-based numbers.
 pub use crate::domain::settings::non_blank_lines as lines;
@@ -183,6 +184,8 @@ pub trait ProviderKind: Send + Sync {
     fn name(&self) -> &'static str;
     /// What admins read in the provider list.
     fn label(&self) -> &'static str;
+    /// The provider in a sentence: "Akamai", "the cache".
+    fn short_name(&self) -> &'static str;
     fn fields(&self) -> &'static [Field];
     /// Called on save before validation, with secrets included: lets a provider fill fields
     /// from a pasted blob (Akamai's `.edgerc` section) or normalise them.
@@ -193,8 +196,10 @@ pub trait ProviderKind: Send + Sync {
     fn validate(&self, values: &Values) -> Vec<FieldError>;
     /// One line for pages: "Akamai Fast Purge (production, invalidate)".
     fn describe(&self, values: &Values) -> String;
-    /// Documented seconds from an accepted purge until every edge serves fresh content.
-    fn propagation_seconds(&self) -> u64;
+    /// How this provider takes purges, for estimates before any history: from its documented
+    /// limits, the settings `values`, the purge `config`, and what this installation measured
+    /// of its requests (Test connection, or the first requests of the last invalidation).
+    fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model;
     /// The account whose documented rate limits or caps every sender shares, when there is
     /// one: invalidations with the same key are sent by one worker at a time, so two
     /// instances together stay within the account's budget. `None`: no shared budget.
@@ -263,8 +268,19 @@ impl ProviderSnapshot {
             .map_or_else(|| self.provider.clone(), |k| k.describe(&self.values))
     }
 
-    pub fn propagation_seconds(&self) -> u64 {
-        self.kind().map_or(0, |k| k.propagation_seconds())
+    /// See [`ProviderKind::model`]; an unknown provider gets one request per URL at 1 s each.
+    pub fn model(&self, config: &PurgeConfig, measured: Option<Measured>) -> Model {
+        self.kind().map_or(
+            Model {
+                sending: Sending::Streams {
+                    connections: config.concurrency.max(1),
+                    per_url_ms: 1000.0,
+                },
+                clearing_ms: 0.0,
+                overhead_ms: OVERHEAD_MS,
+            },
+            |k| k.model(&self.values, config, measured),
+        )
     }
 
     /// See [`ProviderKind::pacing_key`]; empty when the provider has no shared budget.

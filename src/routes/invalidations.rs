@@ -2,8 +2,8 @@
 
 use super::{Nav, Pager, fmt_time, q, render, see_other};
 use crate::cache_check;
-use crate::cdn::ProviderSnapshot;
-use crate::domain::estimate::{describe, describe_duration};
+use crate::cdn::{self, ProviderSnapshot};
+use crate::domain::estimate::{describe, describe_duration, describe_millis};
 use crate::domain::freshness::Freshness;
 use crate::error::AppError;
 use crate::invalidations;
@@ -38,6 +38,37 @@ pub struct Summary {
     pub retried_as: Option<i64>,
 }
 
+/// Whether the purged URLs are cleared or only accepted, in the page's words: "Accepted by
+/// Akamai Fast Purge; it estimates clearing by …", "Cleared: …". `None` before anything was
+/// accepted.
+fn clearing(
+    provider: &str,
+    submitted: i64,
+    succeeded: i64,
+    finished: bool,
+    promise: Option<i64>,
+) -> Option<String> {
+    if submitted > 0 {
+        return Some(match promise {
+            Some(due) => format!(
+                "Accepted by {provider}; it estimates clearing by {}.",
+                fmt_time(due)
+            ),
+            None => format!("Accepted by {provider}; waiting for it to report the purge complete."),
+        });
+    }
+    if !finished || succeeded == 0 {
+        return None;
+    }
+    Some(match promise {
+        Some(due) => format!(
+            "Cleared: accepted by {provider}, and its own estimate of clearing ({}) has passed.",
+            fmt_time(due)
+        ),
+        None => format!("Cleared: {provider} confirmed each purge."),
+    })
+}
+
 fn status_label(status: InvalidationStatus) -> &'static str {
     match status {
         InvalidationStatus::Queued => "Queued",
@@ -50,8 +81,9 @@ fn status_label(status: InvalidationStatus) -> &'static str {
 
 impl From<&Invalidation> for Summary {
     fn from(i: &Invalidation) -> Self {
+        // What the user waited: from Continue (the estimate's start) to cleared.
         let duration = match (i.started_at, i.finished_at) {
-            (Some(start), Some(end)) => describe_duration(end - start),
+            (_, Some(end)) => describe_duration(end - i.created_at),
             (Some(_), None) => "running".into(),
             _ => "not started".into(),
         };
@@ -70,7 +102,9 @@ impl From<&Invalidation> for Summary {
             } else {
                 100
             },
-            estimate: describe(i.estimated_seconds),
+            estimate: i
+                .estimated_ms
+                .map_or_else(|| describe(i.estimated_seconds), describe_millis),
             duration,
             provider: serde_json::from_str::<ProviderSnapshot>(&i.provider_settings)
                 .map(|p| p.describe())
@@ -275,6 +309,8 @@ pub struct InvalidationPage {
     batches_first: Option<String>,
     batches_next: Option<String>,
     progress_only: bool,
+    /// Cleared, or only accepted (see [`clearing`]).
+    clearing: Option<String>,
     /// *Check the cache*: offered once finished with purged URLs; its last result.
     can_check: bool,
     check: Option<CheckView>,
@@ -357,6 +393,12 @@ struct InvalidationJson {
     /// URLs in each state.
     counts: UrlCounts,
     estimated_seconds: i64,
+    /// The estimate at Continue in milliseconds (null for invalidations from before models).
+    estimated_ms: Option<i64>,
+    /// "Accepted by …; it estimates clearing by …" or "Cleared: …".
+    clearing: Option<String>,
+    /// When the provider promised clearing (acceptance + its own estimate), if it did.
+    clearing_promised_at: Option<String>,
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
@@ -406,6 +448,15 @@ pub async fn show(
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
     let (inv, counts) = (progress.invalidation, progress.counts);
+    let promise = state.store.clearing_promise(id).await?;
+    let provider_label = cdn::kind(&inv.provider).map_or(inv.provider.as_str(), |k| k.short_name());
+    let clearing = clearing(
+        provider_label,
+        counts.submitted,
+        counts.succeeded,
+        inv.status.is_finished(),
+        promise,
+    );
     let (urls, batches) = if view.progress_only {
         (UrlPage::default(), BatchPage::default())
     } else {
@@ -456,6 +507,9 @@ pub async fn show(
                 failed: counts.failed,
                 counts,
                 estimated_seconds: inv.estimated_seconds,
+                estimated_ms: inv.estimated_ms,
+                clearing,
+                clearing_promised_at: promise.map(rfc3339),
                 created_at: rfc3339(inv.created_at),
                 started_at: inv.started_at.map(rfc3339),
                 finished_at: inv.finished_at.map(rfc3339),
@@ -506,6 +560,7 @@ pub async fn show(
             .map(|_| view.with_batches_after(None).href(id)),
         batches_next,
         progress_only: view.progress_only,
+        clearing,
         can_check: inv.status.is_finished() && counts.succeeded > 0,
         check: check_view(&state, id).await?,
     };

@@ -256,6 +256,38 @@ pub async fn save(
         errors.splice(0..0, settings_errors.iter().cloned());
     }
     let preview_only = get("action") == "preview";
+    if get("action") == "test" {
+        // Test the values in the form, saving nothing: the page comes back with them.
+        let test_result = if errors
+            .iter()
+            .any(|e| kind.fields().iter().any(|f| f.name == e.field))
+        {
+            Err(format!(
+                "Not tested: the {} values in the form have errors (marked below). Nothing was saved.",
+                kind.label()
+            ))
+        } else {
+            let mut all = secrets.clone();
+            all.extend(values.clone());
+            all.extend(new_secrets.clone());
+            let snapshot = ProviderSnapshot::new(kind, &all);
+            test(
+                &state,
+                &snapshot,
+                &all,
+                "the values in the form (not saved)",
+            )
+            .await?
+        };
+        let parts = PageParts {
+            form: input,
+            errors,
+            active: kind.name().to_string(),
+            values,
+            test_result: Some(test_result),
+        };
+        return render(StatusCode::OK, &page(&state, &admin, parts, false).await?);
+    }
     if let (Ok(settings), true, false) = (&settings, errors.is_empty(), preview_only) {
         let choice = ProviderChoice {
             provider: kind.name().to_string(),
@@ -299,18 +331,56 @@ pub async fn test_connection(
     let mut parts = stored_parts(&state).await?;
     let choice = state.store.load_provider().await?;
     let secrets = state.store.load_secrets().await?;
+    let result = test(
+        &state,
+        &active_snapshot(&choice),
+        &secrets,
+        "the saved settings",
+    )
+    .await?;
+    tracing::info!(admin = %admin.user.username, ok = result.is_ok(), "provider connection tested");
+    parts.test_result = Some(result);
+    render(StatusCode::OK, &page(&state, &admin, parts, false).await?)
+}
+
+/// Runs the provider's connection test on `snapshot` with `secrets`, and says which settings
+/// (`what`) and which provider were checked. A test that reached the provider also times its
+/// request, for estimates made before any invalidation has been sent.
+async fn test(
+    state: &AppState,
+    snapshot: &ProviderSnapshot,
+    secrets: &Values,
+    what: &str,
+) -> Result<Result<String, String>, AppError> {
     let client = cdn::http_client(&state.config.purge).map_err(anyhow::Error::from)?;
     let ctx = cdn::Context {
         client,
         config: state.config.purge.clone(),
     };
-    let result = match active_snapshot(&choice).build(&secrets, &ctx) {
-        Ok(purger) => purger.test_connection().await,
-        Err(e) => Err(format!("The saved settings cannot be used: {e}")),
+    let label = snapshot.kind().map_or("provider", |k| k.label());
+    let purger = match snapshot.build(secrets, &ctx) {
+        Ok(purger) => purger,
+        Err(e) => {
+            return Ok(Err(format!(
+                "Checked {what} ({label}): they cannot be used: {e}"
+            )));
+        }
     };
-    tracing::info!(admin = %admin.user.username, ok = result.is_ok(), "provider connection tested");
-    parts.test_result = Some(result);
-    render(StatusCode::OK, &page(&state, &admin, parts, false).await?)
+    let started = std::time::Instant::now();
+    let result = purger.test_connection().await;
+    if result.is_ok() {
+        let measured = cdn::Measured {
+            request_ms: (started.elapsed().as_secs_f64() * 1000.0).max(0.001),
+            urls_per_request: 1.0,
+        };
+        state
+            .store
+            .save_measured(&snapshot.provider, measured)
+            .await?;
+    }
+    Ok(result
+        .map(|m| format!("Checked {what} ({label}): {m}"))
+        .map_err(|m| format!("Checked {what} ({label}): {m}")))
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,8 @@ struct InvalidationRow {
     total: i64,
     duplicates_dropped: i64,
     estimated_seconds: i64,
+    model_ms: Option<i64>,
+    estimated_ms: Option<i64>,
     started_at: Option<i64>,
     finished_at: Option<i64>,
     retry_of: Option<i64>,
@@ -166,8 +168,8 @@ impl Store {
             sqlx::query(super::catalogue_import::BUMP_VERSION).execute(&mut *tx).await?;
             tables.push(("invalidations", copy_table!(self, tx, InvalidationRow, "invalidations", i64, 0,
                 [id, created_by, created_at, idempotency_key, status, provider, provider_settings,
-                 total, duplicates_dropped, estimated_seconds, started_at, finished_at, retry_of,
-                 pacing_key])));
+                 total, duplicates_dropped, estimated_seconds, model_ms, estimated_ms, started_at,
+                 finished_at, retry_of, pacing_key])));
             tables.push(("purge_batches", copy_table!(self, tx, BatchRow, "purge_batches", i64, 0,
                 [id, invalidation_id, reference, provider_id, support_id, estimated_seconds,
                  url_count, status, created_at, completed_at])));

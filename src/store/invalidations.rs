@@ -1,6 +1,6 @@
 use super::assets::like_pattern;
 use super::{Lock, Pool, Result, Store, TxLock, is_unique_violation, now_millis};
-use crate::domain::estimate::Throughput;
+use crate::domain::estimate::{Estimate, Past};
 use crate::domain::status::{InvalidationStatus, UrlStatus};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct Invalidation {
     pub failed: i64,
     pub duplicates_dropped: i64,
     pub estimated_seconds: i64,
+    /// The estimate shown at Continue, in milliseconds (`None` before provider models).
+    pub estimated_ms: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub retry_of: Option<i64>,
@@ -166,7 +168,7 @@ pub struct BatchPage {
 
 const INVALIDATION_SELECT: &str = "
     SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
-           i.duplicates_dropped, i.estimated_seconds, i.started_at, i.finished_at, i.retry_of,
+           i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'succeeded') AS succeeded,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'failed') AS failed,
            (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
@@ -229,7 +231,7 @@ impl Store {
     pub async fn create_invalidation(
         &self,
         new: &NewInvalidation,
-        estimate: impl FnOnce(i64) -> i64,
+        estimate: impl FnOnce(i64) -> Estimate,
     ) -> Result<i64> {
         let urls_json =
             serde_json::to_string(&new.urls).map_err(|e| sqlx::Error::Encode(e.into()))?;
@@ -276,11 +278,17 @@ impl Store {
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                    sqlx::query("UPDATE invalidations SET estimated_seconds = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(estimate(ahead))
-                        .execute(&mut *tx)
-                        .await?;
+                    let e = estimate(ahead);
+                    sqlx::query(
+                        "UPDATE invalidations SET estimated_seconds = $2, estimated_ms = $3, model_ms = $4
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind((e.estimated_ms + 999) / 1000)
+                    .bind(e.estimated_ms)
+                    .bind(e.model_ms)
+                    .execute(&mut *tx)
+                    .await?;
                     // One statement for every URL, as one JSON text: no thousands of binds.
                     sqlx::query(insert_urls)
                         .bind(id)
@@ -323,21 +331,29 @@ impl Store {
         })?)
     }
 
-    /// Throughput measured on the most recent finished invalidations.
+    /// The most recent finished invalidations with `provider` that had a model estimate:
+    /// their size, the model's figure and what they took (Continue to finished).
     #[tracing::instrument(skip(self))]
-    pub async fn recent_throughput(&self) -> Result<Throughput> {
-        let (urls, millis): (i64, i64) = with_pool!(self, p => {
+    pub async fn estimate_history(&self, provider: &str) -> Result<Vec<Past>> {
+        let rows: Vec<(i64, i64, i64)> = with_pool!(self, p => {
             sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(finished_at - started_at), 0) AS BIGINT)
-                 FROM (SELECT total, started_at, finished_at FROM invalidations
-                       WHERE finished_at IS NOT NULL AND started_at IS NOT NULL
-                       ORDER BY id DESC LIMIT 20) AS recent",
+                "SELECT total, model_ms, finished_at - created_at FROM invalidations
+                 WHERE provider = $1 AND finished_at IS NOT NULL AND model_ms IS NOT NULL
+                   AND status <> 'failed'
+                 ORDER BY id DESC LIMIT 20",
             )
-            .fetch_one(p)
+            .bind(provider)
+            .fetch_all(p)
             .await
         })?;
-        Ok(Throughput { urls, millis })
+        Ok(rows
+            .into_iter()
+            .map(|(urls, model_ms, actual_ms)| Past {
+                urls,
+                model_ms,
+                actual_ms,
+            })
+            .collect())
     }
 
     #[tracing::instrument(skip(self))]
@@ -710,6 +726,35 @@ impl Store {
         self.batches_where(id, "1 = 1").await
     }
 
+    /// The earliest time a provider promised an accepted request would be cleared (acceptance
+    /// plus its own estimate), over every request still pending.
+    #[tracing::instrument(skip(self))]
+    pub async fn next_promise(&self) -> Result<Option<i64>> {
+        Ok(with_pool!(self, p => {
+            sqlx::query_scalar(
+                "SELECT MIN(created_at + estimated_seconds * 1000) FROM purge_batches
+                 WHERE status = 'pending' AND estimated_seconds IS NOT NULL",
+            )
+            .fetch_one(p)
+            .await
+        })?)
+    }
+
+    /// The latest time a provider promised invalidation `id`'s accepted requests would be
+    /// cleared (acceptance plus its own estimate), when any request came with a promise.
+    #[tracing::instrument(skip(self))]
+    pub async fn clearing_promise(&self, id: i64) -> Result<Option<i64>> {
+        Ok(with_pool!(self, p => {
+            sqlx::query_scalar(
+                "SELECT MAX(created_at + estimated_seconds * 1000) FROM purge_batches
+                 WHERE invalidation_id = $1 AND estimated_seconds IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_one(p)
+            .await
+        })?)
+    }
+
     /// Accepted requests the provider has not completed yet.
     pub async fn pending_batches(&self, id: i64) -> Result<Vec<PurgeBatch>> {
         self.batches_where(id, "status = 'pending'").await
@@ -757,21 +802,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await
-        })?;
-        Ok(())
-    }
-
-    /// Raises the stored estimate when the provider's own figure says clearing takes longer.
-    pub async fn raise_estimate(&self, id: i64, seconds: i64) -> Result<()> {
-        with_pool!(self, p => {
-            sqlx::query(
-                "UPDATE invalidations SET estimated_seconds = $2 WHERE id = $1 AND estimated_seconds < $2",
-            )
-            .bind(id)
-            .bind(seconds)
-            .execute(p)
-            .await
-            .map(|done| done.rows_affected())
         })?;
         Ok(())
     }
@@ -825,7 +855,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings,
-                    i.total, i.duplicates_dropped, i.estimated_seconds, i.started_at, i.finished_at, i.retry_of,
+                    i.total, i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of,
                     {}, {}, {}, {}, {},
                     (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
              FROM invalidations i JOIN users u ON u.id = i.created_by

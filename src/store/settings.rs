@@ -1,5 +1,6 @@
 use super::{Result, Store, StoreError};
 use crate::crypto::{self, MasterKey};
+use crate::domain::estimate::Measured;
 use crate::domain::settings::SettingsInput;
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ pub struct ProviderChoice {
 }
 
 pub(super) const SECRET_PREFIX: &str = "secret:";
+/// Settings rows holding what was measured of a provider's requests, by provider name.
+const MEASURED_PREFIX: &str = "measured:";
 /// An encrypted constant: proves at start that the key is the one the credentials were
 /// encrypted with, even before any credential is stored.
 pub(super) const KEY_CHECK: &str = "key_check";
@@ -127,6 +130,40 @@ impl Store {
             }
         }
         self.put_settings(&pairs).await
+    }
+
+    /// What this installation last measured of `provider`'s requests (see [`Measured`]).
+    #[tracing::instrument(skip(self))]
+    pub async fn load_measured(&self, provider: &str) -> Result<Option<Measured>> {
+        let text: Option<String> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(format!("{MEASURED_PREFIX}{provider}"))
+                .fetch_optional(p)
+                .await
+        })?;
+        Ok(text.and_then(|t| {
+            let (ms, urls) = t.split_once(' ')?;
+            Some(Measured {
+                request_ms: ms
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite() && *v > 0.0)?,
+                urls_per_request: urls
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite() && *v > 0.0)?,
+            })
+        }))
+    }
+
+    /// Keeps a measurement of `provider`'s requests for the next estimates.
+    #[tracing::instrument(skip(self))]
+    pub async fn save_measured(&self, provider: &str, measured: Measured) -> Result<()> {
+        self.put_settings(&[(
+            format!("{MEASURED_PREFIX}{provider}"),
+            format!("{} {}", measured.request_ms, measured.urls_per_request),
+        )])
+        .await
     }
 
     /// Upserts settings rows in one transaction.

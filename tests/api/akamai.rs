@@ -240,7 +240,7 @@ async fn bulk_purges_are_paced_within_the_token_buckets() {
         .map(|i| format!("https://images.example.com/is/image/Company/asset-{i:06}?$product$"))
         .collect();
     let run = purge_through_worker(&sim, urls.clone(), scale).await;
-    assert_eq!((run.succeeded, run.failed), (10_800, 0), "{run:?}");
+    assert_eq!((run.accepted, run.failed), (10_800, 0), "{run:?}");
     let received = sim.received();
     let refused = received.iter().filter(|r| r.status == 429).count();
     assert_eq!(refused, 0, "the pacer kept within the buckets");
@@ -258,5 +258,77 @@ async fn bulk_purges_are_paced_within_the_token_buckets() {
         run.elapsed.as_secs_f64() >= 2.0,
         "faster than the buckets allow: {:?}",
         run.elapsed
+    );
+}
+
+/// Accepted is not cleared: Akamai's URLs stay *submitted* until its own `estimatedSeconds`
+/// have passed since acceptance, the page says when that is, and the invalidation's time is
+/// to that moment.
+#[tokio::test]
+async fn accepted_urls_count_as_cleared_only_once_akamais_estimate_has_passed() {
+    let sim = AkamaiSim::start(1.0).await;
+    sim.set_estimated_seconds(2);
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[]).await;
+    let urls = [
+        format!("{SERVER}/is/image/Co/a"),
+        format!("{SERVER}/is/image/Co/b"),
+    ];
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    // Accepted at once, then submitted, with the promised time on the page.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let accepted = loop {
+        let json = admin.invalidation(id).await;
+        if json["counts"]["submitted"] == 2 {
+            break json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never accepted: {json}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(accepted["status"], "running", "{accepted}");
+    assert_eq!(accepted["succeeded"], 0, "{accepted}");
+    let promised = accepted["clearing_promised_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        accepted["clearing"]
+            .as_str()
+            .unwrap()
+            .starts_with("Accepted by Akamai"),
+        "{accepted}"
+    );
+    let html = admin.page(&format!("/invalidations/{id}")).await;
+    assert!(
+        texts(&html, "#clearing")[0].contains("estimates clearing by"),
+        "{:?}",
+        texts(&html, "#clearing")
+    );
+
+    let done = admin.wait_finished(id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let at = |v: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let promised = at(&serde_json::Value::String(promised));
+    let finished = at(&done["finished_at"]);
+    // Not before the promise, and not long after it (the worker wakes for it, not at a poll).
+    assert!(finished >= promised, "{finished} before {promised}");
+    assert!(
+        finished - promised < time::Duration::milliseconds(1500),
+        "{finished} long after {promised}"
+    );
+    let html = admin.page(&format!("/invalidations/{id}")).await;
+    assert!(
+        texts(&html, "#clearing")[0].starts_with("Cleared: accepted by Akamai"),
+        "{:?}",
+        texts(&html, "#clearing")
     );
 }

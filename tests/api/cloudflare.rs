@@ -89,7 +89,7 @@ async fn settings_keep_the_token_secret_and_test_connection_checks_token_and_zon
     );
     assert_eq!(
         texts(&html, "#active-provider")[0],
-        format!("Cloudflare zone {ZONE_ID} (30 URLs per request)")
+        format!("Cloudflare zone {ZONE_ID} (30 URLs per request, 800 URLs/s)")
     );
 
     let (ok, message) = admin.test_connection().await;

@@ -140,7 +140,7 @@ async fn concurrent_submits_each_count_the_urls_queued_before_them() {
         let aheads = &aheads;
         db.pick(i).create_invalidation(new, move |ahead| {
             aheads.lock().unwrap().push(ahead);
-            0
+            Default::default()
         })
     }))
     .await;
@@ -177,7 +177,12 @@ async fn queue_some(store: &Store, count: usize, pacing_key: &str) -> Vec<i64> {
             retry_of: None,
             pacing_key: pacing_key.into(),
         };
-        ids.push(store.create_invalidation(&new, |_| 0).await.unwrap());
+        ids.push(
+            store
+                .create_invalidation(&new, |_| Default::default())
+                .await
+                .unwrap(),
+        );
     }
     ids
 }

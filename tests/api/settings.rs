@@ -213,3 +213,75 @@ async fn test_connection_reaches_the_purge_nodes() {
     let (ok, message) = admin.test_connection().await;
     assert!(!ok && message.contains("could not connect"), "{message}");
 }
+
+/// *Test these values* checks what is in the form, saves none of it, says what it checked,
+/// and refuses to test values that do not validate.
+#[tokio::test]
+async fn test_connection_runs_on_the_values_in_the_form_without_saving_them() {
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "<ID>", "", "").await;
+    let token = admin.csrf_from("/settings").await;
+    let form = |nodes: String| {
+        vec![
+            ("publish_server".to_string(), "server.com".to_string()),
+            ("template".into(), "<ID>".into()),
+            ("allowed_hosts".into(), String::new()),
+            ("provider".into(), "http_purge".into()),
+            ("purge_nodes".into(), nodes),
+            ("action".into(), "test".into()),
+            ("csrf_token".into(), token.clone()),
+        ]
+    };
+    let post = |fields: Vec<(String, String)>| {
+        let admin = &admin;
+        async move {
+            let borrowed: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let r = admin.post_form("/settings", &borrowed).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            Html::parse_document(&r.text().await.unwrap())
+        }
+    };
+    let html = post(form(node.base())).await;
+    let result = texts(&html, "#test-result").remove(0);
+    assert!(
+        result.starts_with("Checked the values in the form (not saved) (HTTP PURGE")
+            && result.contains(&format!("{} answered HTTP 200", node.base())),
+        "{result}"
+    );
+    assert_eq!(attr(&html, "#test-result", "data-ok").unwrap(), "true");
+    assert_eq!(
+        node.received().len(),
+        1,
+        "one OPTIONS to the node in the form"
+    );
+    // The form comes back as typed; nothing was saved.
+    assert_eq!(
+        attr(&html, "#purge_nodes", "value")
+            .or_else(|| Some(texts(&html, "#purge_nodes").concat())),
+        Some(node.base())
+    );
+    let saved = admin.page("/settings").await;
+    assert_eq!(texts(&saved, "#purge_nodes").concat(), "");
+    assert_eq!(
+        texts(&saved, "#active-provider"),
+        ["HTTP PURGE to each URL's own host"]
+    );
+
+    // A value that does not validate is not tested.
+    let html = post(form("ftp://cache.example".into())).await;
+    let result = texts(&html, "#test-result").remove(0);
+    assert!(result.starts_with("Not tested:"), "{result}");
+    assert_eq!(node.received().len(), 1, "nothing more was sent");
+
+    // The saved settings' test says so.
+    let (ok, message) = admin.test_connection().await;
+    assert!(
+        ok && message.starts_with("Checked the saved settings"),
+        "{message}"
+    );
+}

@@ -60,6 +60,10 @@ struct State {
     next_id: u64,
     /// Another client keeps the URL bucket empty until our next purge request has been refused.
     drained: bool,
+    /// What accepted purges answer as `estimatedSeconds` (Akamai documents 5).
+    estimated_seconds: u64,
+    /// Added to every answer: a real API is a round trip across the internet away.
+    latency: std::time::Duration,
 }
 
 impl State {
@@ -206,6 +210,8 @@ impl AkamaiSim {
             unauthorized_hosts: Vec::new(),
             next_id: 0,
             drained: false,
+            estimated_seconds: 5,
+            latency: std::time::Duration::ZERO,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -216,7 +222,15 @@ impl AkamaiSim {
                 .app_data(web::PayloadConfig::new(1 << 20))
                 .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                     let state = state.clone();
-                    async move { Self::answer(&state, &req, &body) }
+                    async move {
+                        // Half the round trip on the way there (tokens are taken on arrival),
+                        // half on the way back.
+                        let half = state.lock().unwrap().latency / 2;
+                        tokio::time::sleep(half).await;
+                        let answer = Self::answer(&state, &req, &body);
+                        tokio::time::sleep(half).await;
+                        answer
+                    }
                 }))
         })
         .workers(2)
@@ -390,7 +404,7 @@ impl AkamaiSim {
         let purge_id = s.id("edcp");
         let j = serde_json::json!({
             "httpStatus": 201,
-            "estimatedSeconds": 5,
+            "estimatedSeconds": s.estimated_seconds,
             "purgeId": purge_id,
             "supportId": support_id,
             "detail": "Request accepted",
@@ -416,6 +430,16 @@ impl AkamaiSim {
     }
 
     /// Empties the URL bucket now, as another client on the account would.
+    /// Accepted purges answer `estimatedSeconds: seconds` from now on.
+    pub fn set_estimated_seconds(&self, seconds: u64) {
+        self.state.lock().unwrap().estimated_seconds = seconds;
+    }
+
+    /// Every answer comes `latency` after its request.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
     /// Another client on the account uses every URL token, and keeps doing so until our next
     /// purge request arrives (so that request is refused however long the app takes to send it).
     pub fn drain_url_tokens(&self) {
@@ -432,7 +456,8 @@ pub struct WorkerRun {
     pub started: Instant,
     pub elapsed: std::time::Duration,
     pub status: cdn_invalidator::store::InvalidationStatus,
-    pub succeeded: usize,
+    /// URLs Akamai accepted: *submitted* until its `estimatedSeconds` pass (then succeeded).
+    pub accepted: usize,
     pub failed: usize,
 }
 
@@ -510,7 +535,7 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
                 retry_of: None,
                 pacing_key: snapshot.pacing_key(),
             },
-            |_| 0,
+            |_| Default::default(),
         )
         .await
         .unwrap();
@@ -529,9 +554,9 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
     let elapsed = start.elapsed();
     let rows = store.invalidation_urls(id).await.unwrap();
     assert_eq!(rows.len(), count);
-    let succeeded = rows
+    let accepted = rows
         .iter()
-        .filter(|u| u.status == UrlStatus::Succeeded)
+        .filter(|u| matches!(u.status, UrlStatus::Succeeded | UrlStatus::Submitted))
         .count();
     let failed = rows
         .iter()
@@ -541,7 +566,7 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         started: start,
         elapsed,
         status,
-        succeeded,
+        accepted,
         failed,
     }
 }
