@@ -5,6 +5,8 @@
 //! takes seconds. Prints the figures and writes them to BENCHMARKS.md ("Akamai pacing").
 //! Run: `cargo bench --bench akamai_pacing`.
 
+#[path = "common/report.rs"]
+mod report;
 #[path = "../tests/api/sim_akamai.rs"]
 mod sim_akamai;
 
@@ -105,7 +107,7 @@ async fn run() {
          takes tokens on arrival.\n",
     );
     print!("{report}");
-    write_section(&report);
+    report::write_section("## Akamai pacing", &report);
 }
 
 /// One run's figures.
@@ -172,25 +174,4 @@ async fn run_at(scale: f64) -> Figures {
         refused,
         requests: purges.len(),
     }
-}
-
-/// Replaces (or appends) the "Akamai pacing" section of BENCHMARKS.md.
-fn write_section(section: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let start = old.find("## Akamai pacing");
-    let new = match start {
-        Some(start) => {
-            let end = old[start + 3..]
-                .find("\n## ")
-                .map_or(old.len(), |e| start + 3 + e + 1);
-            format!("{}{section}\n{}", &old[..start], &old[end..])
-        }
-        None => format!(
-            "{}{}{section}",
-            old,
-            if old.ends_with("\n\n") { "" } else { "\n" }
-        ),
-    };
-    std::fs::write(path, new.trim_end().to_string() + "\n").expect("write BENCHMARKS.md");
 }

@@ -53,7 +53,7 @@ pub async fn start(store: &Store, user_id: i64, id: i64) -> Result<bool, Invalid
     }
     urls.truncate(MAX_URLS);
     let settings = load_settings_of(store).await?;
-    let policy = settings.host_policy();
+    let policy = crate::invalidations::host_policy(store, &settings).await?;
     if !store
         .start_cache_check(id, user_id, urls.len() as i64, now_millis())
         .await?

@@ -1,13 +1,13 @@
 //! The application's verbs on invalidations: queue one, retry one. Pages, the worker and any
 //! future API call these, so every way in obeys the same rules.
 
-use crate::cdn::{self, ProviderKind, ProviderSnapshot};
+use crate::cdn::{self, ProviderKind, ProviderSnapshot, PurgeConfig, Values};
 use crate::domain::estimate::estimate;
 use crate::domain::settings::Settings;
 use crate::domain::status::UrlStatus;
-use crate::domain::url_list;
+use crate::domain::url_list::{self, HostPolicy};
 use crate::state::AppState;
-use crate::store::{NewInvalidation, ProviderChoice, StoreError, User};
+use crate::store::{NewInvalidation, ProviderChoice, Store, StoreError, User};
 
 /// Why an invalidation could not be queued or retried.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,17 @@ pub fn active_snapshot(choice: &ProviderChoice) -> ProviderSnapshot {
     ProviderSnapshot::new(active_kind(choice), &choice.values)
 }
 
+/// The hosts URLs may name: the settings' publish server and allowed hosts, plus the hosts
+/// the active provider serves; when it serves only some (CloudFront), only those.
+pub async fn host_policy(store: &Store, settings: &Settings) -> Result<HostPolicy, StoreError> {
+    let choice = store.load_provider().await?;
+    let policy = settings.host_policy();
+    Ok(match active_kind(&choice).served_hosts(&choice.values) {
+        Some((hosts, who)) => policy.served_only(hosts, who),
+        None => policy,
+    })
+}
+
 /// The stored URL settings, parsed.
 pub async fn load_settings(state: &AppState) -> Result<Settings, InvalidationError> {
     let input = state.store.load_settings().await?;
@@ -53,9 +64,46 @@ pub async fn queue(
     retry_of: Option<i64>,
 ) -> Result<i64, InvalidationError> {
     let provider = active_snapshot(&state.store.load_provider().await?);
-    let measured = state.store.load_measured(&provider.provider).await?;
-    let history = state.store.estimate_history(&provider.provider).await?;
-    let model = provider.model(&state.config.purge, measured);
+    let new = Queued {
+        user,
+        idempotency_key,
+        urls,
+        duplicates_dropped,
+        retry_of,
+    };
+    let id = queue_with(&state.store, &state.config.purge, &provider, new).await?;
+    state.wake_worker.notify_one();
+    Ok(id)
+}
+
+/// What [`queue_with`] stores.
+pub struct Queued<'a> {
+    pub user: &'a User,
+    pub idempotency_key: String,
+    pub urls: Vec<String>,
+    pub duplicates_dropped: usize,
+    pub retry_of: Option<i64>,
+}
+
+/// Stores a new invalidation for `provider` with its estimate: the provider's model (with
+/// what was measured of its requests), corrected by its history. [`queue`] with the active
+/// provider; benchmarks call it with a provider whose limits are sped up.
+pub async fn queue_with(
+    store: &Store,
+    config: &PurgeConfig,
+    provider: &ProviderSnapshot,
+    queued: Queued<'_>,
+) -> Result<i64, InvalidationError> {
+    let Queued {
+        user,
+        idempotency_key,
+        urls,
+        duplicates_dropped,
+        retry_of,
+    } = queued;
+    let measured = store.load_measured(&provider.provider).await?;
+    let history = store.estimate_history(&provider.provider).await?;
+    let model = provider.model(config, measured);
     let total = urls.len() as i64;
     let new = NewInvalidation {
         created_by: user.id,
@@ -68,11 +116,9 @@ pub async fn queue(
         retry_of,
         pacing_key: provider.pacing_key(),
     };
-    let id = state
-        .store
+    let id = store
         .create_invalidation(&new, |ahead| estimate(&model, ahead, total, &history))
         .await?;
-    state.wake_worker.notify_one();
     tracing::info!(id, user = %user.username, urls = total, "invalidation queued");
     Ok(id)
 }
@@ -109,7 +155,11 @@ pub async fn retry(state: &AppState, user: &User, id: i64) -> Result<i64, Invali
         .map(|u| u.url.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    if let Err(errors) = url_list::parse(&text, &settings.host_policy(), usize::MAX) {
+    if let Err(errors) = url_list::parse(
+        &text,
+        &host_policy(&state.store, &settings).await?,
+        usize::MAX,
+    ) {
         let refused: Vec<String> = errors
             .lines
             .iter()
@@ -150,7 +200,11 @@ pub async fn invalidate_stale(
     }
     let settings = load_settings(state).await?;
     let text = stale.join("\n");
-    if let Err(errors) = url_list::parse(&text, &settings.host_policy(), usize::MAX) {
+    if let Err(errors) = url_list::parse(
+        &text,
+        &host_policy(&state.store, &settings).await?,
+        usize::MAX,
+    ) {
         let refused: Vec<String> = errors
             .lines
             .iter()
@@ -163,4 +217,46 @@ pub async fn invalidate_stale(
     }
     let key = format!("again-{id}-{}", summary.started_at);
     queue(state, user, key, stale, 0, None).await
+}
+
+/// Runs the provider's connection test on `snapshot` with `secrets`, and says which settings
+/// (`what`) and which provider were checked. A test that reached the provider also times its
+/// request, for estimates made before any invalidation has been sent.
+pub async fn test_connection(
+    store: &Store,
+    config: &PurgeConfig,
+    snapshot: &ProviderSnapshot,
+    secrets: &Values,
+    what: &str,
+) -> Result<Result<String, String>, StoreError> {
+    let ctx = match cdn::http_client(config) {
+        Ok(client) => cdn::Context {
+            client,
+            config: config.clone(),
+        },
+        Err(e) => return Ok(Err(format!("Checked {what}: no HTTP client: {e}"))),
+    };
+    let label = snapshot.kind().map_or("provider", |k| k.label());
+    let purger = match snapshot.build(secrets, &ctx) {
+        Ok(purger) => purger,
+        Err(e) => {
+            return Ok(Err(format!(
+                "Checked {what} ({label}): they cannot be used: {e}"
+            )));
+        }
+    };
+    let started = std::time::Instant::now();
+    let result = purger.test_connection().await;
+    if result.is_ok() {
+        let took = started.elapsed();
+        let round_trip = purger.round_trip().await.unwrap_or(took);
+        let measured = cdn::Measured {
+            request_ms: (round_trip.as_secs_f64() * 1000.0).max(0.001),
+            urls_per_request: 1.0,
+        };
+        store.save_measured(&snapshot.provider, measured).await?;
+    }
+    Ok(result
+        .map(|m| format!("Checked {what} ({label}): {m}"))
+        .map_err(|m| format!("Checked {what} ({label}): {m}")))
 }

@@ -426,9 +426,17 @@ impl Worker {
         let id = claimed.id;
         let pending = self.store.pending_urls(id).await?;
         // Settings may have changed since this was queued: purge only what is still allowed.
-        let policy = Settings::parse(&self.store.load_settings().await?)
+        let mut policy = Settings::parse(&self.store.load_settings().await?)
             .map(|s| s.host_policy())
             .map_err(|e| anyhow::anyhow!("stored settings do not parse: {e:?}"))?;
+        // A provider that serves only some hosts (CloudFront) allows them as the page did.
+        if let Some((hosts, who)) =
+            serde_json::from_str::<ProviderSnapshot>(&claimed.provider_settings)
+                .ok()
+                .and_then(|s| s.kind().and_then(|k| k.served_hosts(&s.values)))
+        {
+            policy = policy.served_only(hosts, who);
+        }
         match self.purger(&claimed.provider_settings).await {
             Ok(purger) => {
                 let run = Run {
@@ -439,10 +447,17 @@ impl Worker {
                 };
                 let sent = self.purge_all(&run, pending).await;
                 let timings = std::mem::take(&mut *run.timings.lock().expect("timings"));
+                // The first requests measure the provider when Test connection never did; later
+                // ones leave the measure alone, so history keeps correcting the same model.
                 if let (Some(measured), Ok(snapshot)) = (
                     measure(&timings),
                     serde_json::from_str::<ProviderSnapshot>(&claimed.provider_settings),
-                ) {
+                ) && self
+                    .store
+                    .load_measured(&snapshot.provider)
+                    .await?
+                    .is_none()
+                {
                     self.store
                         .save_measured(&snapshot.provider, measured)
                         .await?;

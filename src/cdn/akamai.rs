@@ -273,8 +273,9 @@ impl ProviderKind for AkamaiKind {
     }
 
     /// Requests of up to 50,000 bytes (about [`URLS_PER_REQUEST`] URLs), paced by the
-    /// account's token buckets (assumed full), then Akamai's own promise: purges normally
-    /// complete in about 5 seconds (its `estimatedSeconds`, which replaces this once known).
+    /// account's token buckets as this process's pacer sees them now (full when it has sent
+    /// nothing; what earlier invalidations took is gone until refilled), then Akamai's own
+    /// promise: purges normally complete in about 5 seconds (its `estimatedSeconds`).
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
         let scale = values
             .get(RATE_SCALE_VALUE)
@@ -282,17 +283,30 @@ impl ProviderKind for AkamaiKind {
             .filter(|s| *s > 0.0)
             .unwrap_or(1.0);
         let rates = Rates::documented().scaled(scale);
+        let base_text = value(self, values, "akamai_base_url").trim();
+        let base = if base_text.is_empty() {
+            format!(
+                "https://{}/",
+                normalise_host(value(self, values, "akamai_host"))
+            )
+        } else {
+            base_text.to_string()
+        };
+        let (requests_now, urls_now) = Url::parse(&base)
+            .map_or((rates.request_burst, rates.object_burst), |base| {
+                Pacer::shared(base.as_str(), rates).level(Instant::now())
+            });
         Model {
             sending: Sending::Paced {
                 per_request: URLS_PER_REQUEST,
                 in_flight: config.concurrency.max(1),
                 request_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
                 urls: Some(Bucket {
-                    burst: rates.object_burst,
+                    burst: urls_now,
                     per_second: rates.objects_per_second,
                 }),
                 requests: Some(Bucket {
-                    burst: rates.request_burst,
+                    burst: requests_now,
                     per_second: rates.requests_per_second,
                 }),
             },
@@ -740,6 +754,13 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// The tokens (requests, URLs) this pacer counts in the buckets at `now`.
+    fn level(&self, now: Instant) -> (f64, f64) {
+        let mut buckets = self.buckets.lock().expect("pacer lock");
+        buckets.refill(now);
+        (buckets.requests.max(0.0), buckets.objects.max(0.0))
+    }
+
     fn shared(base: &str, rates: Rates) -> Arc<Self> {
         static PACERS: OnceLock<Mutex<HashMap<String, Arc<Pacer>>>> = OnceLock::new();
         let key = format!(

@@ -194,17 +194,29 @@ impl ProviderKind for CloudflareKind {
     /// (a moving average: one second's worth at once). "Instant Purge": no delay is
     /// documented beyond the request itself.
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
-        let settings = parse(values).ok();
-        let rate = settings
-            .as_ref()
-            .map_or(DEFAULT_RATE, |s| s.urls_per_second) as f64;
+        // The snapshot has no token, so these two are read on their own.
+        let number = |field: &str, default: usize| {
+            value(self, values, field)
+                .trim()
+                .replace(',', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        let rate = number("cloudflare_urls_per_second", DEFAULT_RATE as usize) as f64;
+        // What this process's pacer holds for the zone now: less after a recent purge.
+        let zone = value(self, values, "cloudflare_zone_id")
+            .trim()
+            .to_ascii_lowercase();
+        let tokens = Pacer::shared(&zone, rate).level(Instant::now());
         Model {
             sending: Sending::Paced {
-                per_request: settings.as_ref().map_or(100, |s| s.batch_size),
+                per_request: number("cloudflare_batch_size", 100),
                 in_flight: config.concurrency.max(1),
                 request_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
                 urls: Some(Bucket {
-                    burst: rate,
+                    burst: tokens,
                     per_second: rate,
                 }),
                 requests: None,
@@ -263,6 +275,13 @@ impl Pacer {
                 })
             })
             .clone()
+    }
+
+    /// The tokens in the bucket at `now`: below zero while requests wait their turn.
+    fn level(&self, now: Instant) -> f64 {
+        let (tokens, at) = *self.state.lock().expect("pacer lock");
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+            .min(self.per_second)
     }
 
     /// Takes `urls` tokens and says how long to wait before sending them.
@@ -454,6 +473,15 @@ impl Purger for Cloudflare {
 
     /// `GET /user/tokens/verify` proves the token is active (any token may call it), then
     /// `GET /zones/{zone_id}` proves the zone ID is right and reachable with that token.
+    /// The test makes two calls: one of them, timed on the connection it opened.
+    fn round_trip(&self) -> BoxFuture<'_, Option<Duration>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            self.get("/user/tokens/verify").await.ok()?;
+            Some(started.elapsed())
+        })
+    }
+
     fn test_connection(&self) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let (status, body) = self.get("/user/tokens/verify").await?;

@@ -137,7 +137,9 @@ impl ProviderKind for FastlyKind {
         Model {
             sending: Sending::Streams {
                 connections: config.concurrency.max(1),
-                per_url_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
+                batch: 1,
+                round_trip_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
+                per_url_ms: 0.0,
             },
             clearing_ms: GLOBAL_PURGE_MS,
             overhead_ms: OVERHEAD_MS,

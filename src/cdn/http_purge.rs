@@ -94,24 +94,28 @@ impl ProviderKind for HttpPurgeKind {
         }
     }
 
-    /// Every node gets every URL, spread over `concurrency` connections (pipelined on
-    /// `http://` nodes, one request at a time otherwise); a cache answers once purged.
+    /// Every node gets every URL, spread over `concurrency` connections: pipelined batches of
+    /// up to 128 on `http://` nodes (a round trip a batch, plus the cache's own time per
+    /// PURGE), one request at a time otherwise (a round trip each). The round trip is what
+    /// Test connection measured (or the first requests, divided by the URLs they carried);
+    /// a cache answers once purged.
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
         let nodes =
             parse_nodes(values.get("purge_nodes").map_or("", String::as_str)).unwrap_or_default();
         let pipelined = !nodes.is_empty() && nodes.iter().all(|n| n.scheme() == "http");
-        // Test connection times one request to each node in turn; the worker times batches.
-        let per_url_ms = measured.map_or(
-            if pipelined {
-                UNMEASURED_PIPELINED_MS
-            } else {
-                UNMEASURED_REQUEST_MS
-            },
-            |m| m.request_ms / m.urls_per_request.max(1.0),
-        );
+        let round_trip_ms = measured.map_or(UNMEASURED_ROUND_TRIP_MS, |m| {
+            m.request_ms / m.urls_per_request.max(1.0)
+        });
+        let (batch, per_url_ms) = if pipelined {
+            (PIPELINED_BATCH, PIPELINED_URL_MS)
+        } else {
+            (1, 0.0)
+        };
         Model {
             sending: Sending::Streams {
                 connections: config.concurrency.max(1),
+                batch,
+                round_trip_ms,
                 per_url_ms,
             },
             clearing_ms: 0.0,
@@ -152,10 +156,12 @@ struct PurgeNode {
 /// few system calls, small enough that the batches in flight keep every connection busy to the
 /// end of an invalidation and a retry resends little.
 const PIPELINED_BATCH: usize = 128;
-/// Time per URL on one connection before one has been measured: pipelined to a cache nearby,
-/// and one request at a time to a cache across a network.
-const UNMEASURED_PIPELINED_MS: f64 = 0.2;
-const UNMEASURED_REQUEST_MS: f64 = 20.0;
+/// A round trip to a purge node before one has been measured: a cache across a network.
+const UNMEASURED_ROUND_TRIP_MS: f64 = 20.0;
+/// A cache's own time per pipelined PURGE, for estimates: Varnish on a 2-core machine answers
+/// about 75,000 PURGE/s over 8 connections (BENCHMARKS.md), 0.1 ms each per connection; a
+/// little more is allowed for the app's side of the exchange.
+const PIPELINED_URL_MS: f64 = 0.15;
 
 /// How long after a node kept a request waiting past the timeout URLs are sent one per batch
 /// (a hang then holds one of the batches in flight, not a pipeline of them).
@@ -361,6 +367,29 @@ impl Purger for HttpPurge {
                 attempts,
                 receipt: None,
             }
+        })
+    }
+
+    /// The median of three `OPTIONS` to the first node after one that opens the connection.
+    fn round_trip(&self) -> BoxFuture<'_, Option<Duration>> {
+        Box::pin(async move {
+            let node = &self.nodes.first()?.base;
+            let mut times = Vec::new();
+            for i in 0..4 {
+                let started = std::time::Instant::now();
+                let answer = self
+                    .client
+                    .request(Method::OPTIONS, node.clone())
+                    .send()
+                    .await
+                    .ok()?;
+                let _ = answer.bytes().await;
+                if i > 0 {
+                    times.push(started.elapsed());
+                }
+            }
+            times.sort_unstable();
+            Some(times[times.len() / 2])
         })
     }
 

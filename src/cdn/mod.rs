@@ -135,6 +135,13 @@ pub trait Purger: Send + Sync {
     /// The cheapest harmless authenticated call the API offers, or a check of the configuration
     /// when there is none. `Ok` and `Err` carry a sentence for the admin.
     fn test_connection(&self) -> BoxFuture<'_, Result<String, String>>;
+
+    /// One round trip to the provider on a kept-alive connection, for estimates, when the
+    /// connection test alone would mismeasure it (a first request pays for connecting);
+    /// `None`: the test's own time is the measure.
+    fn round_trip(&self) -> BoxFuture<'_, Option<Duration>> {
+        Box::pin(async { None })
+    }
 }
 
 /// How a settings field is shown and stored.
@@ -196,6 +203,12 @@ pub trait ProviderKind: Send + Sync {
     fn validate(&self, values: &Values) -> Vec<FieldError>;
     /// One line for pages: "Akamai Fast Purge (production, invalidate)".
     fn describe(&self, values: &Values) -> String;
+    /// The only hosts this provider can purge, when it cannot purge others (CloudFront: the
+    /// distribution's domains), and how to name it in messages. They count as allowed hosts,
+    /// and URLs on other hosts are refused when the list is checked, not failed later.
+    fn served_hosts(&self, _values: &Values) -> Option<(Vec<String>, String)> {
+        None
+    }
     /// How this provider takes purges, for estimates before any history: from its documented
     /// limits, the settings `values`, the purge `config`, and what this installation measured
     /// of its requests (Test connection, or the first requests of the last invalidation).
@@ -274,7 +287,9 @@ impl ProviderSnapshot {
             Model {
                 sending: Sending::Streams {
                     connections: config.concurrency.max(1),
-                    per_url_ms: 1000.0,
+                    batch: 1,
+                    round_trip_ms: 1000.0,
+                    per_url_ms: 0.0,
                 },
                 clearing_ms: 0.0,
                 overhead_ms: OVERHEAD_MS,

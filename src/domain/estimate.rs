@@ -3,7 +3,8 @@
 //! with the same provider. Pure functions: the providers describe themselves as a [`Model`],
 //! the store supplies the history, and nothing here does I/O.
 
-/// A token bucket: `burst` tokens when full, refilled at `per_second`.
+/// A token bucket holding `burst` tokens now (full, unless something was sent recently),
+/// refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
     pub burst: f64,
@@ -11,10 +12,10 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Seconds until `need` tokens have been taken from a full bucket, taking them as fast as
-    /// it refills.
+    /// Seconds until `need` tokens have been taken from a bucket holding `burst` now (less
+    /// than zero when requests already wait on it), taking them as fast as it refills.
     fn seconds_for(self, need: f64) -> f64 {
-        let have = self.burst.max(0.0);
+        let have = self.burst;
         if need <= have || self.per_second <= 0.0 {
             0.0
         } else {
@@ -26,9 +27,16 @@ impl Bucket {
 /// How a provider's purges go out, in the shapes providers have.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sending {
-    /// Each of `connections` connections carries one URL after another, `per_url_ms` each
-    /// (HTTP PURGE, pipelined or not; Fastly's one request per URL).
-    Streams { connections: usize, per_url_ms: f64 },
+    /// Each of `connections` connections carries its share of the URLs in batches of up to
+    /// `batch`, one after another: a batch costs a round trip (`round_trip_ms`) plus
+    /// `per_url_ms` for each URL in it (HTTP PURGE pipelined: 128 a batch, the cache's own
+    /// time per PURGE; one request at a time, or Fastly's one request per URL: 1 and 0).
+    Streams {
+        connections: usize,
+        batch: usize,
+        round_trip_ms: f64,
+        per_url_ms: f64,
+    },
     /// Requests of up to `per_request` URLs, `in_flight` at once, `request_ms` each, paced by
     /// the provider's buckets of URLs and of requests (Akamai's token buckets; Cloudflare's
     /// documented URL rate as a bucket of one second's worth).
@@ -84,8 +92,13 @@ impl Model {
         let sending = match self.sending {
             Sending::Streams {
                 connections,
+                batch,
+                round_trip_ms,
                 per_url_ms,
-            } => (n / connections.max(1) as f64).ceil() * per_url_ms,
+            } => {
+                let share = (n / connections.max(1) as f64).ceil();
+                (share / batch.max(1) as f64).ceil() * round_trip_ms + share * per_url_ms
+            }
             Sending::Paced {
                 per_request,
                 in_flight,
@@ -229,17 +242,34 @@ mod tests {
 
     #[test]
     fn streams_share_the_urls_among_connections() {
-        // HTTP PURGE: 8 connections, 0.1 ms a URL: 10,000 URLs are 1,250 URLs a connection.
+        // HTTP PURGE pipelined: 8 connections, batches of 128, 0.2 ms a round trip and 0.1 ms
+        // a URL: 10,000 URLs are 1,250 a connection, in 10 batches.
         let m = bare(Sending::Streams {
             connections: 8,
+            batch: 128,
+            round_trip_ms: 0.2,
             per_url_ms: 0.1,
         });
         let base = 10_000.0 * PER_URL_MS;
-        assert!(close(m.millis(0, 10_000), 125.0 + base));
+        assert!(close(m.millis(0, 10_000), 10.0 * 0.2 + 125.0 + base));
         // The queue ahead is sent first, at the same speed.
-        assert!(close(m.millis(10_000, 10_000), 250.0 + 2.0 * base));
-        // Fewer URLs than connections still take one URL's time.
-        assert!(close(m.millis(0, 3), 0.1 + 3.0 * PER_URL_MS));
+        assert!(close(
+            m.millis(10_000, 10_000),
+            20.0 * 0.2 + 250.0 + 2.0 * base
+        ));
+        // Fewer URLs than connections still take one round trip and one URL.
+        assert!(close(m.millis(0, 3), 0.2 + 0.1 + 3.0 * PER_URL_MS));
+        // One request per URL (Fastly, https nodes): a round trip each, 8 at a time.
+        let one_by_one = bare(Sending::Streams {
+            connections: 8,
+            batch: 1,
+            round_trip_ms: 30.0,
+            per_url_ms: 0.0,
+        });
+        assert!(close(
+            one_by_one.millis(0, 100),
+            13.0 * 30.0 + 100.0 * PER_URL_MS
+        ));
     }
 
     #[test]
@@ -326,7 +356,9 @@ mod tests {
         let m = Model {
             sending: Sending::Streams {
                 connections: 1,
-                per_url_ms: 1.0,
+                batch: 1,
+                round_trip_ms: 1.0,
+                per_url_ms: 0.0,
             },
             clearing_ms: 100.0,
             overhead_ms: 5.0,
@@ -366,7 +398,9 @@ mod tests {
         let m = Model {
             sending: Sending::Streams {
                 connections: 1,
-                per_url_ms: 1.0,
+                batch: 1,
+                round_trip_ms: 1.0,
+                per_url_ms: 0.0,
             },
             clearing_ms: 0.0,
             overhead_ms: 0.0,

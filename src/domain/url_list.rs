@@ -12,6 +12,9 @@ pub const MAX_URL_BYTES: usize = 4096;
 pub struct HostPolicy {
     /// (host, extra port besides the scheme's default)
     entries: Vec<(String, Option<u16>)>,
+    /// The provider purges only these hosts (CloudFront: its distribution's domains), and says
+    /// so in these words ("CloudFront distribution E2…"): others are refused at once.
+    served: Option<(Vec<String>, String)>,
 }
 
 impl HostPolicy {
@@ -28,7 +31,35 @@ impl HostPolicy {
                 .into_iter()
                 .map(|h| (h.trim().to_ascii_lowercase(), None)),
         );
-        Self { entries }
+        Self {
+            entries,
+            served: None,
+        }
+    }
+
+    /// The provider purges only `hosts` (`who` in messages): they are allowed without being
+    /// typed again as allowed hosts, and every other host is refused, with the reason.
+    pub fn served_only(mut self, hosts: Vec<String>, who: String) -> Self {
+        let hosts: Vec<String> = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        for h in &hosts {
+            if !self.entries.iter().any(|(e, _)| e == h) {
+                self.entries.push((h.clone(), None));
+            }
+        }
+        self.served = Some((hosts, who));
+        self
+    }
+
+    /// Why the provider cannot purge `url`'s host, when it purges only some hosts.
+    fn not_served(&self, url: &Url) -> Option<String> {
+        let (hosts, who) = self.served.as_ref()?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        (!hosts.contains(&host)).then(|| {
+            format!(
+                "host {host} is not served by {who} (its domains: {}); add it to the distribution's domains in the settings, or remove the line.",
+                hosts.join(", ")
+            )
+        })
     }
 
     /// True when `url`'s host is allowed on the port it names.
@@ -97,13 +128,18 @@ fn check_line(line: &str, hosts: &HostPolicy) -> Result<Url, String> {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
         };
-        return Err(if hosts.is_empty() {
+        return Err(if let Some(reason) = hosts.not_served(&url) {
+            reason
+        } else if hosts.is_empty() {
             format!(
                 "host {host} is not allowed: no Publish Server Name or allowed hosts are set (ask an admin)."
             )
         } else {
             format!("host {host} is neither the publish server nor an allowed host (on its port).")
         });
+    }
+    if let Some(reason) = hosts.not_served(&url) {
+        return Err(reason);
     }
     Ok(url)
 }
@@ -164,6 +200,47 @@ mod tests {
 
     fn policy() -> HostPolicy {
         HostPolicy::new(Some(("server.com", 8443)), ["cdn.example.org"])
+    }
+
+    #[test]
+    fn a_provider_serving_only_some_hosts_allows_them_and_refuses_the_rest() {
+        let cloudfront = policy().served_only(
+            vec!["images.example.com".into(), "d111.cloudfront.net".into()],
+            "CloudFront distribution E2".into(),
+        );
+        // Its domains need not be typed again as allowed hosts.
+        let list = parse(
+            "https://images.example.com/a\nhttps://D111.cloudfront.net/b",
+            &cloudfront,
+            10,
+        )
+        .unwrap();
+        assert_eq!(list.urls.len(), 2);
+        // The publish server is allowed, but CloudFront cannot purge it: refused now, with why.
+        let errors = parse(
+            "https://images.example.com/a\nhttps://server.com/b\nhttps://elsewhere.org/c",
+            &cloudfront,
+            10,
+        )
+        .unwrap_err();
+        let reasons: Vec<(usize, &str)> = errors
+            .lines
+            .iter()
+            .map(|e| (e.line, e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    2,
+                    "host server.com is not served by CloudFront distribution E2 (its domains: images.example.com, d111.cloudfront.net); add it to the distribution's domains in the settings, or remove the line."
+                ),
+                (
+                    3,
+                    "host elsewhere.org is not served by CloudFront distribution E2 (its domains: images.example.com, d111.cloudfront.net); add it to the distribution's domains in the settings, or remove the line."
+                ),
+            ]
+        );
     }
 
     #[test]

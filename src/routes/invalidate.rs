@@ -143,7 +143,8 @@ pub async fn submit(
         return Ok(see_other(&format!("/invalidations/{id}")));
     }
     let settings = load_settings(&state).await?;
-    let list = match url_list::parse(&form.urls, &settings.host_policy(), state.config.max_urls) {
+    let policy = invalidations::host_policy(&state.store, &settings).await?;
+    let list = match url_list::parse(&form.urls, &policy, state.config.max_urls) {
         Ok(list) => list,
         Err(errors) => {
             let mut page =

@@ -32,7 +32,7 @@ impl Preview {
         Ok(match Settings::parse(input) {
             Ok(settings) => {
                 let urls = settings.template.expand(&asset_id);
-                let policy = settings.host_policy();
+                let policy = crate::invalidations::host_policy(&state.store, &settings).await?;
                 let warnings = urls
                     .iter()
                     .filter_map(|u| url::Url::parse(u).ok())
@@ -271,8 +271,9 @@ pub async fn save(
             all.extend(values.clone());
             all.extend(new_secrets.clone());
             let snapshot = ProviderSnapshot::new(kind, &all);
-            test(
-                &state,
+            crate::invalidations::test_connection(
+                &state.store,
+                &state.config.purge,
                 &snapshot,
                 &all,
                 "the values in the form (not saved)",
@@ -331,8 +332,9 @@ pub async fn test_connection(
     let mut parts = stored_parts(&state).await?;
     let choice = state.store.load_provider().await?;
     let secrets = state.store.load_secrets().await?;
-    let result = test(
-        &state,
+    let result = crate::invalidations::test_connection(
+        &state.store,
+        &state.config.purge,
         &active_snapshot(&choice),
         &secrets,
         "the saved settings",
@@ -341,46 +343,6 @@ pub async fn test_connection(
     tracing::info!(admin = %admin.user.username, ok = result.is_ok(), "provider connection tested");
     parts.test_result = Some(result);
     render(StatusCode::OK, &page(&state, &admin, parts, false).await?)
-}
-
-/// Runs the provider's connection test on `snapshot` with `secrets`, and says which settings
-/// (`what`) and which provider were checked. A test that reached the provider also times its
-/// request, for estimates made before any invalidation has been sent.
-async fn test(
-    state: &AppState,
-    snapshot: &ProviderSnapshot,
-    secrets: &Values,
-    what: &str,
-) -> Result<Result<String, String>, AppError> {
-    let client = cdn::http_client(&state.config.purge).map_err(anyhow::Error::from)?;
-    let ctx = cdn::Context {
-        client,
-        config: state.config.purge.clone(),
-    };
-    let label = snapshot.kind().map_or("provider", |k| k.label());
-    let purger = match snapshot.build(secrets, &ctx) {
-        Ok(purger) => purger,
-        Err(e) => {
-            return Ok(Err(format!(
-                "Checked {what} ({label}): they cannot be used: {e}"
-            )));
-        }
-    };
-    let started = std::time::Instant::now();
-    let result = purger.test_connection().await;
-    if result.is_ok() {
-        let measured = cdn::Measured {
-            request_ms: (started.elapsed().as_secs_f64() * 1000.0).max(0.001),
-            urls_per_request: 1.0,
-        };
-        state
-            .store
-            .save_measured(&snapshot.provider, measured)
-            .await?;
-    }
-    Ok(result
-        .map(|m| format!("Checked {what} ({label}): {m}"))
-        .map_err(|m| format!("Checked {what} ({label}): {m}")))
 }
 
 #[derive(Deserialize)]

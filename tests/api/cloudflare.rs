@@ -108,6 +108,8 @@ async fn settings_keep_the_token_secret_and_test_connection_checks_token_and_zon
         [
             ("GET", "/client/v4/user/tokens/verify"),
             ("GET", &*format!("/client/v4/zones/{ZONE_ID}")),
+            // Timed once more on the open connection, for estimates.
+            ("GET", "/client/v4/user/tokens/verify"),
         ],
         "harmless reads only, no purge"
     );

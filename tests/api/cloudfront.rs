@@ -3,6 +3,7 @@
 use crate::helpers::*;
 use crate::sim_cloudfront::{ACCESS_KEY_ID, DISTRIBUTION_ID, SECRET_ACCESS_KEY, SimCloudFront};
 use reqwest::StatusCode;
+use scraper::Html;
 use std::time::{Duration, Instant};
 
 const DOMAINS: &str = "images.example.com\nd111111abcdef8.cloudfront.net";
@@ -234,32 +235,59 @@ async fn more_than_3000_urls_never_exceed_3000_in_progress() {
     assert_eq!(batches[1]["provider_id"], invalidations[1].id);
 }
 
-/// A URL whose host is not one of the distribution's domains fails with that reason and is not
-/// sent; the others are.
+/// The distribution's domains count as allowed hosts without being typed twice, and a URL on a
+/// host CloudFront does not serve (even an allowed one) is refused at Continue with the
+/// reason: nothing is queued and nothing reaches CloudFront.
 #[tokio::test]
-async fn a_host_outside_the_distribution_fails_with_its_reason() {
+async fn hosts_the_distribution_does_not_serve_are_refused_at_continue() {
     let sim = SimCloudFront::start(Duration::from_millis(100)).await;
     let app = spawn().await;
-    let admin = configure(&app, &sim, SECRET_ACCESS_KEY).await;
+    let admin = app.admin().await;
+    let r = admin
+        .save_provider(
+            "images.example.com",
+            "other.example.com",
+            "cloudfront",
+            &[
+                ("cloudfront_base_url", sim.base().as_str()),
+                ("cloudfront_distribution_id", DISTRIBUTION_ID),
+                ("cloudfront_domains", DOMAINS),
+                ("cloudfront_access_key_id", ACCESS_KEY_ID),
+                ("cloudfront_secret_access_key", SECRET_ACCESS_KEY),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    let (_, page) = admin.open_invalidate(&[]).await;
+    let r = admin
+        .continue_with(
+            &page,
+            "https://images.example.com/a\nhttps://other.example.com/b",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    assert_eq!(
+        texts(&html, "#url-errors li"),
+        [
+            "Line 2: host other.example.com is not served by CloudFront distribution E2SIMULATED01 \
+             (its domains: images.example.com, d111111abcdef8.cloudfront.net); add it to the \
+             distribution's domains in the settings, or remove the line."
+        ]
+    );
+    assert!(sim.creates().is_empty(), "nothing was sent");
+
+    // d111111abcdef8.cloudfront.net was never typed as an allowed host: it is one of the
+    // distribution's domains, and that is enough.
     let id = admin
-        .invalidate_urls("https://images.example.com/a\nhttps://other.example.com/b")
+        .invalidate_urls("https://images.example.com/a\nhttps://d111111abcdef8.cloudfront.net/c")
         .await;
     let json = admin.wait_finished(id).await;
-    assert_eq!(json["status"], "partially_failed", "{json}");
-    let urls = json["urls"].as_array().unwrap();
-    let other = urls
-        .iter()
-        .find(|u| u["url"] == "https://other.example.com/b")
-        .unwrap();
-    assert_eq!(other["status"], "failed");
-    assert_eq!(
-        other["error"],
-        "other.example.com is not a domain of this CloudFront distribution \
-         (configured: images.example.com, d111111abcdef8.cloudfront.net)"
-    );
+    assert_eq!(json["status"], "succeeded", "{json}");
     let creates = sim.creates();
     assert_eq!(creates.len(), 1);
-    assert_eq!(paths_sent(&creates[0].body), ["/a"]);
+    assert_eq!(paths_sent(&creates[0].body), ["/a", "/c"]);
 }
 
 /// AWS's refusal is shown in AWS's words (code, message, request id) and not retried; a wrong

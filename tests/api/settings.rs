@@ -254,11 +254,10 @@ async fn test_connection_runs_on_the_values_in_the_form_without_saving_them() {
         "{result}"
     );
     assert_eq!(attr(&html, "#test-result", "data-ok").unwrap(), "true");
-    assert_eq!(
-        node.received().len(),
-        1,
-        "one OPTIONS to the node in the form"
-    );
+    // The test's OPTIONS, then four more timing a round trip: all to the node in the form.
+    let received = node.received();
+    assert_eq!(received.len(), 5);
+    assert!(received.iter().all(|r| r.method == "OPTIONS"));
     // The form comes back as typed; nothing was saved.
     assert_eq!(
         attr(&html, "#purge_nodes", "value")
@@ -276,7 +275,7 @@ async fn test_connection_runs_on_the_values_in_the_form_without_saving_them() {
     let html = post(form("ftp://cache.example".into())).await;
     let result = texts(&html, "#test-result").remove(0);
     assert!(result.starts_with("Not tested:"), "{result}");
-    assert_eq!(node.received().len(), 1, "nothing more was sent");
+    assert_eq!(node.received().len(), 5, "nothing more was sent");
 
     // The saved settings' test says so.
     let (ok, message) = admin.test_connection().await;

@@ -36,6 +36,8 @@ pub struct Purge {
 }
 
 struct State {
+    /// Added to every answer: a real API is a round trip across the internet away.
+    latency: std::time::Duration,
     token: String,
     max_files: usize,
     /// Purge requests still to be answered 429 before accepting again.
@@ -70,6 +72,7 @@ impl CloudflareSim {
     /// A zone `ZONE_ID` reachable with `token`, allowing `max_files` URLs per request.
     pub async fn start(token: &str, max_files: usize) -> Self {
         let state = Arc::new(Mutex::new(State {
+            latency: std::time::Duration::ZERO,
             token: token.to_string(),
             max_files,
             rate_limited: 0,
@@ -85,6 +88,8 @@ impl CloudflareSim {
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let shared = shared.clone();
                 async move {
+                    let latency = shared.lock().unwrap().latency;
+                    tokio::time::sleep(latency).await;
                     let mut state = shared.lock().unwrap();
                     let response = answer(&mut state, &req, &body);
                     state.received.push(Received {
@@ -120,6 +125,12 @@ impl CloudflareSim {
         let mut s = self.state.lock().unwrap();
         s.rate_limited = count;
         s.retry_after_secs = seconds;
+    }
+
+    /// Every answer comes `latency` after its request (`benches/estimate_accuracy.rs`).
+    #[allow(dead_code)]
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -43,6 +43,8 @@ pub struct Invalidation {
 
 #[derive(Default)]
 struct State {
+    /// Added to every answer: a real API is a round trip across the internet away.
+    latency: Duration,
     received: Vec<Received>,
     invalidations: Vec<Invalidation>,
     complete_after: Duration,
@@ -473,7 +475,11 @@ impl SimCloudFront {
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                     let state = state.clone();
-                    async move { handle(&state, port, &req, &body) }
+                    async move {
+                        let latency = state.lock().unwrap().latency;
+                        tokio::time::sleep(latency).await;
+                        handle(&state, port, &req, &body)
+                    }
                 }))
         })
         .workers(1)
@@ -486,6 +492,12 @@ impl SimCloudFront {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every answer comes `latency` after its request (`benches/estimate_accuracy.rs`).
+    #[allow(dead_code)]
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -34,6 +34,8 @@ pub struct Purge {
 }
 
 struct State {
+    /// Added to every answer: a real API is a round trip across the internet away.
+    latency: std::time::Duration,
     token: String,
     scope: String,
     /// Purge requests still to be answered 429 before accepting again.
@@ -61,6 +63,7 @@ impl FastlySim {
     /// Accepts `token`, whose scope `/tokens/self` reports as `scope`.
     pub async fn start(token: &str, scope: &str) -> Self {
         let state = Arc::new(Mutex::new(State {
+            latency: std::time::Duration::ZERO,
             token: token.to_string(),
             scope: scope.to_string(),
             rate_limited: 0,
@@ -76,6 +79,8 @@ impl FastlySim {
             App::new().default_service(web::to(move |req: HttpRequest| {
                 let shared = shared.clone();
                 async move {
+                    let latency = shared.lock().unwrap().latency;
+                    tokio::time::sleep(latency).await;
                     let mut state = shared.lock().unwrap();
                     let response = answer(&mut state, &req);
                     state.received.push(Received {
@@ -114,6 +119,12 @@ impl FastlySim {
         let mut s = self.state.lock().unwrap();
         s.rate_limited = count;
         s.reset_in_secs = seconds;
+    }
+
+    /// Every answer comes `latency` after its request (`benches/estimate_accuracy.rs`).
+    #[allow(dead_code)]
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     pub fn received(&self) -> Vec<Received> {
