@@ -317,6 +317,11 @@ pub struct InvalidationPage {
 }
 
 impl InvalidationPage {
+    /// A URL as HTML that wraps at its slashes (see [`super::breakable_url`]).
+    fn breakable(&self, url: &str) -> String {
+        super::breakable_url(url)
+    }
+
     /// A cache check is under way.
     fn check_running(&self) -> bool {
         self.check.as_ref().is_some_and(|c| c.running)

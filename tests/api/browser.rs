@@ -665,13 +665,14 @@ async fn pages_fit_a_phone_width_screen() {
     let id = admin.invalidate_urls(&urls.join("\n")).await;
     admin.wait_finished(id).await;
 
-    let ch = Chrome::start(true).await;
+    let mut ch = Chrome::start(true).await;
     ch.goto(&format!("{}/login", app.address)).await;
     ch.fill("#username", ADMIN).await;
     ch.fill("#password", ADMIN_PASSWORD).await;
     ch.click("form button[type=submit]").await;
     ch.find("#q").await;
     ch.c.set_window_size(390, 844).await.unwrap();
+    ch.save_screenshots = true;
     for path in [
         "/assets".to_string(),
         "/invalidations".to_string(),
@@ -697,6 +698,11 @@ async fn pages_fit_a_phone_width_screen() {
             scroll <= client,
             "{path}: the page is {scroll} px wide on a {client} px screen"
         );
+        if path == "/invalidations" {
+            ch.screenshot("history-phone").await;
+        } else if path.starts_with("/invalidations/") {
+            ch.screenshot("invalidation-phone").await;
+        }
     }
     // A URL's cell breaks only where the URL has a slash.
     ch.goto(&format!("{}/invalidations/{id}", app.address))
@@ -709,5 +715,104 @@ async fn pages_fit_a_phone_width_screen() {
         .await
         .unwrap();
     assert_eq!(breaks.as_i64(), Some(long.matches('/').count() as i64));
+    ch.close().await;
+}
+
+/// The result of the cache check, once the page's own refresh brings it (the page was opened
+/// at `#cache-check`: a refresh to that same address would be a jump within the page).
+async fn check_result(ch: &Chrome) -> String {
+    ch.wait_text("#check-status", |t| t.starts_with("Checked"), 20)
+        .await
+}
+
+/// Proof of purge in the browser, against a real Varnish: *Check the cache* after an
+/// invalidation shows every URL fresh; when one URL's PURGE went to another cache (which
+/// answered "not cached"), the check lists it stale with *Invalidate again*, and once the
+/// settings are fixed that clears it.
+#[tokio::test]
+async fn checking_the_cache_in_the_browser_shows_fresh_then_stale_with_invalidate_again() {
+    let origin = Origin::start().await;
+    let (varnish, other) = (
+        Varnish::start(origin.port).await,
+        Varnish::start(origin.port).await,
+    );
+    let host = format!("127.0.0.1:{}", varnish.port);
+    let server = format!("http://{host}");
+    let paths = [
+        "/is/image/Company/Backpack_B?wid=640",
+        "/is/image/Company/Tent_2P?wid=640",
+    ];
+    for p in paths {
+        varnish.fetch(p, &host).await;
+        assert_eq!(varnish.fetch(p, &host).await.1, "HIT");
+    }
+    // A copy from before the purge is then surely older than the purge.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings(&server, "<ID>", "", "").await;
+
+    let mut ch = Chrome::start(true).await;
+    ch.save_screenshots = true;
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#q").await;
+
+    // Both URLs purged from the cache itself: the check finds both fresh.
+    let both = format!("{server}{}\n{server}{}", paths[0], paths[1]);
+    let id = admin.invalidate_urls(&both).await;
+    admin.wait_finished(id).await;
+    ch.goto(&format!("{}/invalidations/{id}", app.address))
+        .await;
+    ch.click("#check-cache").await;
+    let status = check_result(&ch).await;
+    assert!(status.contains("2 fresh, 0 stale, 0 unknown"), "{status}");
+    assert!(ch.texts("#invalidate-again").await.is_empty());
+    ch.screenshot("cache-check").await;
+
+    // The check's own requests cached both again. The first then leaves the cache (as an
+    // expired copy would); the second stays, and this time the PURGEs go to another Varnish.
+    let purge = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"PURGE").unwrap(),
+            format!("{server}{}", paths[0]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(purge.status().is_success());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    admin
+        .save_settings(
+            &server,
+            "<ID>",
+            &format!("http://127.0.0.1:{}", other.port),
+            "",
+        )
+        .await;
+    let id = admin.invalidate_urls(&both).await;
+    admin.wait_finished(id).await;
+    ch.goto(&format!("{}/invalidations/{id}", app.address))
+        .await;
+    ch.click("#check-cache").await;
+    let status = check_result(&ch).await;
+    assert!(status.contains("1 fresh, 1 stale, 0 unknown"), "{status}");
+    assert_eq!(
+        ch.texts("#stale-urls td.url").await,
+        [format!("{server}{}", paths[1])]
+    );
+    assert_eq!(
+        ch.text("#invalidate-again").await,
+        "Invalidate again (1 stale URL)"
+    );
+    ch.screenshot("cache-check-stale").await;
+
+    // Settings fixed: Invalidate again purges the stale URL from the real cache.
+    admin.save_settings(&server, "<ID>", "", "").await;
+    ch.click("#invalidate-again").await;
+    ch.wait_text("#status", |t| t == "Succeeded", 20).await;
+    assert_eq!(varnish.fetch(paths[1], &host).await.1, "MISS");
     ch.close().await;
 }
