@@ -72,6 +72,23 @@ enum Command {
         #[command(subcommand)]
         command: AssetsCommand,
     },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user; prints it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// What the token is for, as its owner's API tokens page lists it.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +194,24 @@ async fn main() -> anyhow::Result<()> {
             let role = Role::parse(&role).context("role must be admin or user")?;
             store.create_user(&name, &hash, role).await?;
             println!("user {name} added as {}", role.as_str());
+        }
+        Command::Token {
+            command: TokenCommand::Create { user, name },
+        } => {
+            let store = open_store(&cli.database).await?;
+            let owner = store
+                .find_user_by_name(&user)
+                .await?
+                .with_context(|| format!("there is no user {user}"))?;
+            anyhow::ensure!(!owner.disabled, "user {user} is disabled");
+            let token = cdn_invalidator::invalidations::create_api_token(&store, &owner, &name)
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "API token \"{}\" created for {user}; it is shown this once:",
+                name.trim()
+            );
+            println!("{token}");
         }
         Command::Assets {
             command: AssetsCommand::Import { file },

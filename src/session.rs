@@ -150,6 +150,10 @@ pub enum Access {
     Public,
     User,
     Admin,
+    /// The JSON API: a bearer token of any user (never a login cookie).
+    Token,
+    /// The JSON API: a bearer token of an admin.
+    AdminToken,
 }
 
 /// The user a guard middleware authenticated, kept in the request's extensions.
@@ -190,6 +194,9 @@ pub async fn guard(
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_web::HttpMessage;
+    if matches!(access, Access::Token | Access::AdminToken) {
+        return crate::routes::api::guard(access == Access::AdminToken, req, next).await;
+    }
     if access != Access::Public {
         let user = authenticate(req.request()).await?;
         if access == Access::Admin && user.role != Role::Admin {

@@ -162,6 +162,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_form_bytes))
+                .app_data(routes::api::json_config(max_form_bytes))
                 .wrap(sessions)
                 .wrap(security_headers())
                 .configure(routes::configure)

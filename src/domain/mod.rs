@@ -1,5 +1,6 @@
 //! Pure logic: no I/O, no HTTP, no SQL. Everything here is unit and property tested.
 
+pub mod api_token;
 pub mod asset;
 pub mod catalogue;
 pub mod estimate;

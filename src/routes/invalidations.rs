@@ -425,7 +425,8 @@ struct PageJson {
     batches_next: Option<String>,
 }
 
-fn rfc3339(millis: i64) -> String {
+/// A stored time as RFC 3339, for JSON.
+pub(super) fn rfc3339(millis: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .ok()
         .and_then(|t| {

@@ -1,11 +1,13 @@
 //! One module per page. Handlers are thin: parse → domain → store → template.
 
+pub mod api;
 mod assets;
 pub(crate) mod auth;
 mod invalidate;
 mod invalidations;
 mod settings;
 mod static_files;
+mod tokens;
 mod users;
 
 use crate::error::AppError;
@@ -55,6 +57,8 @@ routes![
     (post, "/settings", settings::save, Admin),
     (get, "/settings/preview", settings::preview, Admin),
     (post, "/settings/test", settings::test_connection, Admin),
+    (get, "/tokens", tokens::list, User),
+    (post, "/tokens", tokens::change, User),
     (get, "/users", users::list, Admin),
     (post, "/users", users::change, Admin),
     (get, "/assets", assets::list, User),
@@ -82,6 +86,9 @@ routes![
         invalidations::again,
         User
     ),
+    (post, "/api/v1/invalidations", api::create, Token),
+    (get, "/api/v1/invalidations/{id}", api::show, Token),
+    (post, "/api/v1/invalidations/{id}/retry", api::retry, Token),
 ];
 
 async fn not_found() -> Result<HttpResponse, AppError> {

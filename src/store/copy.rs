@@ -89,6 +89,17 @@ struct UrlRow {
     batch_id: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct ApiTokenRow {
+    id: i64,
+    user_id: i64,
+    name: String,
+    token_hash: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
 /// Copies one table page by page (keyset on `id`) from `$source` into the open target
 /// transaction `$tx`, binding each row's fields in column order. Evaluates to the row count.
 macro_rules! copy_table {
@@ -176,6 +187,8 @@ impl Store {
             tables.push(("invalidation_urls", copy_table!(self, tx, UrlRow, "invalidation_urls", i64, 0,
                 [id, invalidation_id, position, url, status, attempts, http_status, error,
                  finished_at, batch_id])));
+            tables.push(("api_tokens", copy_table!(self, tx, ApiTokenRow, "api_tokens", i64, 0,
+                [id, user_id, name, token_hash, created_at, last_used_at, revoked_at])));
             tx.commit().await?;
             Ok::<_, StoreError>(tables)
         })?;
@@ -188,6 +201,7 @@ impl Store {
                 "purge_batches",
                 "invalidation_urls",
                 "login_failures",
+                "api_tokens",
             ] {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"

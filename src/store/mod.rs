@@ -18,6 +18,7 @@ macro_rules! with_pool {
     };
 }
 
+mod api_tokens;
 mod asset_cache;
 mod assets;
 mod cache_checks;
@@ -28,6 +29,7 @@ mod settings;
 mod users;
 
 pub use crate::domain::status::{InvalidationStatus, Role, UrlStatus};
+pub use api_tokens::ApiToken;
 pub use assets::{Asset, AssetCount, AssetKey, AssetPage, AssetSort, COUNT_LIMIT, PageStart};
 pub use cache_checks::{CacheCheck, CacheCheckSummary, StaleUrl};
 pub use catalogue_import::ImportReport;

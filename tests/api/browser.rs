@@ -405,6 +405,7 @@ async fn every_form_control_has_a_label() {
         &format!("/invalidations/{id}"),
         "/settings",
         "/users",
+        "/tokens",
     ] {
         ch.goto(&format!("{}{page}", app.address)).await;
         ch.find("main").await;
@@ -678,6 +679,7 @@ async fn pages_fit_a_phone_width_screen() {
         "/invalidations".to_string(),
         format!("/invalidations/{id}"),
         "/settings".to_string(),
+        "/tokens".to_string(),
     ] {
         ch.goto(&format!("{}{path}", app.address)).await;
         ch.find("main").await;

@@ -11,6 +11,7 @@ mod varnish;
 
 mod accounts;
 mod akamai;
+mod api_v1;
 mod assets;
 mod browser;
 mod cache_check;

@@ -16,6 +16,8 @@ enum Access {
     User,
     /// Admins only.
     Admin,
+    /// The JSON API: a bearer token, never a cookie (see `api_v1.rs`).
+    Token,
 }
 use Access::*;
 
@@ -64,6 +66,26 @@ const TABLE: &[(&str, &str, &str, Access)] = &[
         "/invalidations/{id}/again",
         "/invalidations/1/again",
         User,
+    ),
+    ("get", "/tokens", "/tokens", User),
+    ("post", "/tokens", "/tokens", User),
+    (
+        "post",
+        "/api/v1/invalidations",
+        "/api/v1/invalidations",
+        Token,
+    ),
+    (
+        "get",
+        "/api/v1/invalidations/{id}",
+        "/api/v1/invalidations/1",
+        Token,
+    ),
+    (
+        "post",
+        "/api/v1/invalidations/{id}/retry",
+        "/api/v1/invalidations/1/retry",
+        Token,
     ),
 ];
 
@@ -119,6 +141,14 @@ async fn anonymous_visitors_are_sent_to_login_or_get_401_as_json() {
     anon.get("/login").await; // a session with a CSRF token, as a real visitor would have
     let token = anon.csrf_from("/login").await;
     for (method, route, path, access) in TABLE {
+        if *access == Token {
+            // The API answers 401 to a visitor with a session but no token, HTML or JSON.
+            for json in [false, true] {
+                let r = send(&anon, method, path, json, &[]).await;
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {route}");
+            }
+            continue;
+        }
         if !matches!(access, User | Admin) {
             continue;
         }
@@ -170,7 +200,7 @@ async fn every_post_needs_the_sessions_csrf_token() {
     admin.save_settings("server.com", "<ID>", "", "").await;
     admin.invalidate_urls("https://server.com/is/image/a").await;
     for (method, route, path, access) in TABLE {
-        if *method != "post" || *access == Setup {
+        if *method != "post" || matches!(access, Setup | Token) {
             continue;
         }
         let r = send(&admin, method, path, false, &[]).await;

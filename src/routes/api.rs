@@ -1,0 +1,536 @@
+//! The JSON API under `/api/v1/`: `Authorization: Bearer <token>`, no cookies, no CSRF, errors
+//! as `application/problem+json` (RFC 9457). Handlers call the same application verbs as the
+//! pages (`crate::invalidations`), so the API cannot do what the pages forbid.
+
+use super::invalidations::rfc3339;
+use crate::domain::api_token;
+use crate::domain::estimate::describe_millis;
+use crate::domain::status::UrlStatus;
+use crate::domain::url_list;
+use crate::invalidations::{self, InvalidationError, load_settings};
+use crate::state::AppState;
+use crate::store::{StoreError, User};
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+/// Requests a token may make in a burst, and per second after it (documented in README).
+pub const TOKEN_BURST: f64 = 20.0;
+pub const TOKEN_PER_SECOND: f64 = 10.0;
+/// Most URLs one `GET` returns.
+const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 100;
+
+/// One bad line of a submitted list.
+#[derive(Debug, Serialize)]
+pub struct LineError {
+    /// 1-based place in the list given (`urls`) or expanded (`assets`).
+    line: usize,
+    url: String,
+    message: String,
+}
+
+/// An error as `application/problem+json`.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Conflict(String),
+    TooLarge(String),
+    Unprocessable {
+        detail: String,
+        errors: Vec<LineError>,
+    },
+    TooManyRequests(u64),
+    Internal(anyhow::Error),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.title(), self.status_code().as_u16())
+    }
+}
+
+impl ApiError {
+    fn title(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "Not authenticated",
+            Self::Forbidden(_) => "Not allowed",
+            Self::NotFound(_) => "Not found",
+            Self::BadRequest(_) => "Bad request",
+            Self::Conflict(_) => "Nothing to do",
+            Self::TooLarge(_) => "Request too large",
+            Self::Unprocessable { .. } => "Invalid input",
+            Self::TooManyRequests(_) => "Too many requests",
+            Self::Internal(_) => "Internal error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::BadRequest(d)
+            | Self::Conflict(d)
+            | Self::TooLarge(d) => d.clone(),
+            Self::Unprocessable { detail, .. } => detail.clone(),
+            Self::TooManyRequests(wait) => format!(
+                "This token made more than {TOKEN_BURST} requests at once or {TOKEN_PER_SECOND} a \
+                 second; try again in {wait} s."
+            ),
+            Self::Internal(_) => "The server failed; the error is in its log.".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [LineError]>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(e) = self {
+            tracing::error!(error = ?e, "API request failed");
+        }
+        let errors = match self {
+            Self::Unprocessable { errors, .. } if !errors.is_empty() => Some(errors.as_slice()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: "about:blank",
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.detail(),
+            errors,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("application/problem+json");
+        if let Self::Unauthorized(_) = self {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::TooManyRequests(wait) = self {
+            response.insert_header(("Retry-After", wait.to_string()));
+        }
+        response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<InvalidationError> for ApiError {
+    fn from(e: InvalidationError) -> Self {
+        use InvalidationError as E;
+        match e {
+            E::NotFound(_) => Self::NotFound(e.to_string()),
+            E::NothingToRetry(m) => Self::Conflict(m),
+            E::NotAllowed(m) => Self::Unprocessable {
+                detail: m,
+                errors: Vec::new(),
+            },
+            E::Settings(_) => Self::Internal(e.into()),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The token's owner, put in the request by [`guard`].
+#[derive(Clone)]
+struct Caller(User);
+
+/// The user whose token authenticated the request.
+pub struct ApiUser(pub User);
+
+impl actix_web::FromRequest for ApiUser {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Caller>()
+                .map(|c| Self(c.0.clone()))
+                .ok_or_else(|| ApiError::Unauthorized("No API token was checked.".into())),
+        )
+    }
+}
+
+/// Checks the bearer token before anything else (body parsing included): refused when missing,
+/// unknown, revoked, its owner disabled, or over its rate; a login cookie is never enough.
+pub async fn guard(
+    admin_only: bool,
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState registered")
+        .clone();
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+    else {
+        let detail = if req.headers().contains_key(actix_web::http::header::COOKIE) {
+            "The API takes an API token (Authorization: Bearer …), not a login cookie; create one on the API tokens page."
+        } else {
+            "Send an API token: Authorization: Bearer <token> (create one on the API tokens page)."
+        };
+        return Err(ApiError::Unauthorized(detail.into()).into());
+    };
+    let refused = || {
+        ApiError::Unauthorized(
+            "The API token is unknown or revoked, or its owner is disabled.".into(),
+        )
+    };
+    let hash = api_token::hash(token.trim()).ok_or_else(refused)?;
+    let (user, token_id) = state
+        .store
+        .user_of_api_token(&hash)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(refused)?;
+    if let Some(wait) = throttle(token_id, Instant::now()) {
+        return Err(ApiError::TooManyRequests(wait).into());
+    }
+    if admin_only && user.role != crate::domain::status::Role::Admin {
+        return Err(ApiError::Forbidden("This call is for admins' tokens only.".into()).into());
+    }
+    req.extensions_mut().insert(Caller(user));
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Per-token rate limit: a bucket of [`TOKEN_BURST`] requests refilled at [`TOKEN_PER_SECOND`].
+/// Returns the seconds to wait when the token is over it. Per process.
+fn throttle(token_id: i64, now: Instant) -> Option<u64> {
+    static BUCKETS: OnceLock<Mutex<HashMap<i64, (f64, Instant)>>> = OnceLock::new();
+    let mut buckets = BUCKETS
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("throttle lock");
+    let (tokens, at) = buckets.entry(token_id).or_insert((TOKEN_BURST, now));
+    let refilled = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * TOKEN_PER_SECOND)
+        .min(TOKEN_BURST);
+    *at = now;
+    if refilled >= 1.0 {
+        *tokens = refilled - 1.0;
+        None
+    } else {
+        *tokens = refilled;
+        Some(((1.0 - refilled) / TOKEN_PER_SECOND).ceil().max(1.0) as u64)
+    }
+}
+
+/// `POST /api/v1/invalidations` body: URLs, or asset IDs to expand by the saved template.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvalidationBody {
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+    #[serde(default)]
+    assets: Option<Vec<String>>,
+}
+
+/// An invalidation as the API returns it.
+#[derive(Serialize)]
+struct InvalidationJson {
+    id: i64,
+    status: crate::store::InvalidationStatus,
+    created_by: String,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    provider: String,
+    total: i64,
+    counts: crate::store::UrlCounts,
+    estimated_ms: Option<i64>,
+    estimate: String,
+    retry_of: Option<i64>,
+    urls: Vec<UrlJson>,
+    /// The next page of URLs (same filter and size); null on the last.
+    urls_next: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UrlJson {
+    position: i64,
+    url: String,
+    status: UrlStatus,
+    attempts: i64,
+    http_status: Option<i64>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    status: Option<String>,
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn invalidation_json(
+    state: &AppState,
+    id: i64,
+    query: &PageQuery,
+) -> Result<InvalidationJson, ApiError> {
+    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(UrlStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "\"{s}\" is not a URL status (queued, retrying, submitted, succeeded, failed)."
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}."
+        )));
+    }
+    let progress = state
+        .store
+        .invalidation_progress(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("There is no invalidation #{id}.")))?;
+    let (inv, counts) = (progress.invalidation, progress.counts);
+    let page = state
+        .store
+        .invalidation_url_page(id, status, query.after, limit)
+        .await?;
+    let urls_next = page.next_after.map(|after| {
+        let filter = status.map_or(String::new(), |s| format!("&status={s}"));
+        format!("/api/v1/invalidations/{id}?after={after}&limit={limit}{filter}")
+    });
+    Ok(InvalidationJson {
+        id: inv.id,
+        status: inv.status,
+        created_by: inv.created_by_name.clone(),
+        created_at: rfc3339(inv.created_at),
+        started_at: inv.started_at.map(rfc3339),
+        finished_at: inv.finished_at.map(rfc3339),
+        provider: inv.provider.clone(),
+        total: inv.total,
+        counts,
+        estimated_ms: inv.estimated_ms,
+        estimate: inv.estimated_ms.map_or_else(
+            || crate::domain::estimate::describe(inv.estimated_seconds),
+            describe_millis,
+        ),
+        retry_of: inv.retry_of,
+        urls: page
+            .urls
+            .into_iter()
+            .map(|p| UrlJson {
+                position: p.position,
+                url: p.url.url,
+                status: p.url.status,
+                attempts: p.url.attempts,
+                http_status: p.url.http_status,
+                error: p.url.error,
+            })
+            .collect(),
+        urls_next,
+    })
+}
+
+fn created(json: InvalidationJson) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/invalidations/{}", json.id)))
+        .json(json)
+}
+
+/// `POST /api/v1/invalidations`: the same checks as Continue; `Idempotency-Key` makes a
+/// repeated request return the first result.
+pub async fn create(
+    ApiUser(user): ApiUser,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<NewInvalidationBody>,
+) -> Result<HttpResponse, ApiError> {
+    let key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().unwrap_or_default().trim();
+            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::BadRequest(
+                    "Idempotency-Key must be 1 to 200 printable ASCII characters.".into(),
+                ));
+            }
+            Some(format!("api:{k}"))
+        }
+    };
+    let noop = PageQuery {
+        status: None,
+        after: None,
+        limit: None,
+    };
+    if let Some(key) = &key
+        && let Some(id) = state.store.find_invalidation_by_key(user.id, key).await?
+    {
+        return Ok(created(invalidation_json(&state, id, &noop).await?));
+    }
+    let settings = load_settings(&state).await?;
+    let urls: Vec<String> = match body.into_inner() {
+        NewInvalidationBody {
+            urls: Some(urls),
+            assets: None,
+        } => urls,
+        NewInvalidationBody {
+            urls: None,
+            assets: Some(assets),
+        } => {
+            if settings.template.is_empty() {
+                return Err(ApiError::Unprocessable {
+                    detail: "The CDN invalidation template is empty, so assets expand to no URLs: \
+                             send urls, or ask an admin to set the template."
+                        .into(),
+                    errors: Vec::new(),
+                });
+            }
+            let mut seen = std::collections::HashSet::new();
+            let ids: Vec<&str> = assets
+                .iter()
+                .map(|a| a.trim())
+                .filter(|a| !a.is_empty() && seen.insert(*a))
+                .collect();
+            settings.template.expand_all(ids.iter().copied())
+        }
+        _ => {
+            return Err(ApiError::Unprocessable {
+                detail: "Send either \"urls\" (a list of URLs) or \"assets\" (a list of asset IDs), not both."
+                    .into(),
+                errors: Vec::new(),
+            });
+        }
+    };
+    // One URL a line, as the page's list: a line break inside one would split it.
+    let broken: Vec<LineError> = urls
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.contains(['\n', '\r']))
+        .map(|(i, u)| LineError {
+            line: i + 1,
+            url: u.clone(),
+            message: "contains a line break.".into(),
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: format!("{} URLs are not valid; nothing was queued.", broken.len()),
+            errors: broken,
+        });
+    }
+    let policy = invalidations::host_policy(&state.store, &settings).await?;
+    let text = urls
+        .iter()
+        .map(|u| if u.trim().is_empty() { "" } else { u.as_str() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let list = url_list::parse(&text, &policy, state.config.max_urls).map_err(|errors| {
+        let lines: Vec<LineError> = errors
+            .lines
+            .iter()
+            .map(|e| LineError {
+                line: e.line,
+                url: urls.get(e.line - 1).cloned().unwrap_or_default(),
+                message: e.reason.clone(),
+            })
+            .collect();
+        let detail = match (&errors.list, lines.len()) {
+            (Some(list), _) => list.clone(),
+            (None, 1) => "1 URL is not valid; nothing was queued.".into(),
+            (None, n) => format!("{n} URLs are not valid; nothing was queued."),
+        };
+        ApiError::Unprocessable {
+            detail,
+            errors: lines,
+        }
+    })?;
+    let key = key.unwrap_or_else(|| {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        format!(
+            "api-random:{:016x}{:016x}",
+            OsRng.next_u64(),
+            OsRng.next_u64()
+        )
+    });
+    let urls = list.urls.iter().map(|u| u.as_str().to_string()).collect();
+    let id = invalidations::queue(&state, &user, key, urls, list.duplicates_dropped, None).await?;
+    Ok(created(invalidation_json(&state, id, &noop).await?))
+}
+
+/// `GET /api/v1/invalidations/{id}`: counts, status, estimate and a page of URLs.
+pub async fn show(
+    ApiUser(_): ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(invalidation_json(&state, id.into_inner(), &query).await?))
+}
+
+/// `POST /api/v1/invalidations/{id}/retry`: a new invalidation of the failed URLs.
+pub async fn retry(
+    ApiUser(user): ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let new_id = invalidations::retry(&state, &user, id.into_inner()).await?;
+    let noop = PageQuery {
+        status: None,
+        after: None,
+        limit: None,
+    };
+    Ok(created(invalidation_json(&state, new_id, &noop).await?))
+}
+
+/// Bodies that do not parse, or are too large, answer as problems too.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(move |err, _| {
+            use actix_web::error::JsonPayloadError as E;
+            let problem = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+                    ApiError::TooLarge(format!("The body is larger than {limit} bytes."))
+                }
+                _ => ApiError::BadRequest(format!("The body is not the JSON expected: {err}")),
+            };
+            problem.into()
+        })
+}

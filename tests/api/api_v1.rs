@@ -1,0 +1,336 @@
+//! The JSON API: tokens (page and CLI), bearer authentication, the same rules as the pages,
+//! problem+json errors, idempotency and throttling.
+
+use crate::helpers::*;
+use crate::purge_node::PurgeNode;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Creates a token named `name` on `b`'s API tokens page; returns its text.
+pub async fn create_token(b: &Browser, name: &str) -> String {
+    let csrf = b.csrf_from("/tokens").await;
+    let r = b
+        .post_form(
+            "/tokens",
+            &[("action", "create"), ("name", name), ("csrf_token", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    texts(&html, "#token-value").remove(0)
+}
+
+/// A client with no cookies, as a pipeline would be.
+fn api(app: &TestApp) -> (reqwest::Client, String) {
+    (reqwest::Client::new(), app.address.clone())
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let (client, base) = api(app);
+    let r = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_token_invalidates_urls_and_assets_as_the_page_would() {
+    let node = PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings(
+            "server.com",
+            "Company/<ID>?$product$\n<ID>",
+            &node.base(),
+            "",
+        )
+        .await;
+    let user = app.user(&admin, "ursula").await;
+    let token = create_token(&user, "nightly publish").await;
+    assert!(token.starts_with("cdni_"), "{token}");
+
+    // URLs.
+    let (client, base) = api(&app);
+    let r = client
+        .post(format!("{base}/api/v1/invalidations"))
+        .bearer_auth(&token)
+        .json(&json!({"urls": ["https://server.com/is/image/a", "https://server.com/is/image/b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(location, format!("/api/v1/invalidations/{id}"));
+    assert_eq!(created["total"], 2);
+    assert_eq!(created["created_by"], "ursula");
+    let done = user.wait_finished(id).await;
+    assert_eq!(done["status"], "succeeded");
+    let (status, shown) = {
+        let r = client
+            .get(format!("{base}{location}?limit=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["counts"]["succeeded"], 2);
+    assert_eq!(shown["urls"].as_array().unwrap().len(), 1);
+    assert!(shown["urls_next"].as_str().unwrap().contains("after=0"));
+
+    // Asset IDs, expanded by the saved template exactly as Invalidate CDN prefills them.
+    let (status, created) = post(
+        &app,
+        &token,
+        "/api/v1/invalidations",
+        json!({"assets": ["Backpack_B", "Tent_2P", "Backpack_B"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let urls: Vec<String> = created["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["url"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://server.com/is/image/Company/Backpack_B?$product$",
+            "https://server.com/is/image/Backpack_B",
+            "https://server.com/is/image/Company/Tent_2P?$product$",
+            "https://server.com/is/image/Tent_2P",
+        ]
+    );
+    user.wait_finished(id).await;
+
+    // The page lists the token, with its last use.
+    let html = user.page("/tokens").await;
+    assert_eq!(
+        texts(&html, "#tokens tbody td:first-child"),
+        ["nightly publish"]
+    );
+    assert_ne!(texts(&html, "#tokens .last-used")[0], "never");
+    // The token itself is not on the page any more, nor stored.
+    assert!(!html.html().contains(&token));
+    let stored: Vec<(String,)> =
+        raw_rows(&app.database_url, "SELECT token_hash FROM api_tokens").await;
+    assert!(stored.iter().all(|(h,)| !h.contains(&token[5..])));
+}
+
+#[tokio::test]
+async fn bad_lists_get_one_error_per_line_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let token = create_token(&admin, "ci").await;
+    let (status, problem) = post(
+        &app,
+        &token,
+        "/api/v1/invalidations",
+        json!({"urls": ["https://server.com/ok", "ftp://server.com/x", "https://evil.com/y"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["status"], 422);
+    assert_eq!(problem["title"], "Invalid input");
+    assert_eq!(
+        problem["detail"],
+        "2 URLs are not valid; nothing was queued."
+    );
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["line"], 2);
+    assert_eq!(errors[0]["url"], "ftp://server.com/x");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only http and https")
+    );
+    assert_eq!(errors[1]["line"], 3);
+    assert!(errors[1]["message"].as_str().unwrap().contains("evil.com"));
+    // Both forms at once, neither, an empty template, unknown fields: refused.
+    for body in [
+        json!({"urls": ["https://server.com/a"], "assets": ["A"]}),
+        json!({}),
+        json!({"assets": ["A"]}),
+    ] {
+        let (status, problem) = post(&app, &token, "/api/v1/invalidations", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    }
+    let (status, problem) =
+        post(&app, &token, "/api/v1/invalidations", json!({"url": ["x"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, _) = post(&app, &token, "/api/v1/invalidations", json!({"urls": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let count: Vec<(i64,)> =
+        raw_rows(&app.database_url, "SELECT COUNT(*) FROM invalidations").await;
+    assert_eq!(count[0].0, 0, "nothing was queued");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_result() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let token = create_token(&admin, "ci").await;
+    let (client, base) = api(&app);
+    let send = || {
+        client
+            .post(format!("{base}/api/v1/invalidations"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "publish-2026-12-03")
+            .json(&json!({"urls": ["https://server.com/a"]}))
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let count: Vec<(i64,)> =
+        raw_rows(&app.database_url, "SELECT COUNT(*) FROM invalidations").await;
+    assert_eq!(count[0].0, 1);
+}
+
+#[tokio::test]
+async fn only_a_live_token_of_an_enabled_user_is_accepted_and_never_a_cookie() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let user = app.user(&admin, "ursula").await;
+    let token = create_token(&user, "ci").await;
+    let body = json!({"urls": ["https://server.com/a"]});
+    let (client, base) = api(&app);
+    let url = format!("{base}/api/v1/invalidations");
+
+    // No token; a logged-in browser's cookie without a token; a malformed or unknown token.
+    let r = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = user.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a login cookie"),
+        "{problem}"
+    );
+    for bad in ["nonsense", &format!("cdni_{}", "0".repeat(64))] {
+        let (status, _) = post(&app, bad, "/api/v1/invalidations", body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    let (status, _) = post(&app, &token, "/api/v1/invalidations", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Revoked: refused at once.
+    let html = user.page("/tokens").await;
+    let id = attr(&html, "#tokens tbody tr", "data-token").unwrap();
+    let csrf = user.csrf_from("/tokens").await;
+    let r = user
+        .post_form(
+            "/tokens",
+            &[
+                ("action", "revoke"),
+                ("token_id", &id),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = post(&app, &token, "/api/v1/invalidations", body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A disabled owner's token is refused too.
+    let other = create_token(&user, "second").await;
+    let (status, _) = post(&app, &other, "/api/v1/invalidations", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let html = admin.page("/users").await;
+    let uid = attr(&html, "tr[data-user=ursula] input[name=user_id]", "value").unwrap();
+    let csrf = admin.csrf_from("/users").await;
+    admin
+        .post_form(
+            "/users",
+            &[
+                ("action", "disable"),
+                ("user_id", &uid),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    let (status, _) = post(&app, &other, "/api/v1/invalidations", body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    let token = create_token(&admin, "busy").await;
+    let (client, base) = api(&app);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = client
+            .get(format!("{base}/api/v1/invalidations/999"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status());
+    }
+    // The burst passes (404: there is no such invalidation), then the rate holds.
+    assert_eq!(statuses[0], StatusCode::NOT_FOUND);
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn retry_through_the_api_queues_the_failed_urls() {
+    let node = PurgeNode::start(403).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "", &node.base(), "")
+        .await;
+    let token = create_token(&admin, "ci").await;
+    let (status, created) = post(
+        &app,
+        &token,
+        "/api/v1/invalidations",
+        json!({"urls": ["https://server.com/a"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(admin.wait_finished(id).await["status"], "failed");
+    let (status, retried) = post(
+        &app,
+        &token,
+        &format!("/api/v1/invalidations/{id}/retry"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{retried}");
+    assert_eq!(retried["retry_of"], id);
+    let (status, problem) = post(&app, &token, "/api/v1/invalidations/999/retry", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+}
