@@ -1,5 +1,7 @@
 //! The `cdn-invalidator` command line: serve, migrate, user add, assets import.
 
+mod client;
+
 use anyhow::Context;
 use cdn_invalidator::config::{Config, DEFAULT_DATABASE_URL, ServeArgs};
 use cdn_invalidator::crypto::MasterKey;
@@ -77,6 +79,44 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Invalidate through a running server's JSON API (for publishing pipelines). Exit code:
+    /// 0 all cleared (or queued, without --wait), 1 some URL failed, 2 the list was refused.
+    Invalidate {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Asset IDs, expanded by the server's template as Invalidate CDN does.
+        #[arg(long, num_args = 1.., conflicts_with = "urls_file", required_unless_present = "urls_file")]
+        assets: Vec<String>,
+        /// A file of URLs, one a line; `-` reads standard input.
+        #[arg(long)]
+        urls_file: Option<std::path::PathBuf>,
+        /// Makes a repeated run return the first invalidation instead of queuing another.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the invalidation to the end (progress on a terminal), then list failed URLs.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show an invalidation through a running server's JSON API.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: i64,
+        /// Follow it to the end.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Where the JSON API is and the token to use.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The app's address, e.g. https://invalidator.example.com.
+    #[arg(long, env = "CDN_INVALIDATOR_SERVER")]
+    server: String,
+    /// An API token (see the API tokens page).
+    #[arg(long, env = "CDN_INVALIDATOR_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +235,25 @@ async fn main() -> anyhow::Result<()> {
             store.create_user(&name, &hash, role).await?;
             println!("user {name} added as {}", role.as_str());
         }
+        Command::Invalidate {
+            api,
+            assets,
+            urls_file,
+            idempotency_key,
+            wait,
+        } => {
+            let source = match urls_file {
+                Some(path) => client::Source::UrlsFile(path),
+                None => client::Source::Assets(assets),
+            };
+            let code =
+                client::invalidate(&api.server, &api.token, source, idempotency_key, wait).await?;
+            std::process::exit(code);
+        }
+        Command::Status { api, id, wait } => {
+            let code = client::status(&api.server, &api.token, id, wait).await?;
+            std::process::exit(code);
+        }
         Command::Token {
             command: TokenCommand::Create { user, name },
         } => {
@@ -252,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
 enum Unit {
     Bytes,
     Rows,
+    Urls,
 }
 
 /// Progress of a long step on stderr: a bar on a terminal, otherwise (logs, pipes) a line
@@ -274,6 +334,7 @@ impl Progress {
             let counts = match unit {
                 Unit::Bytes => "{binary_bytes}/{binary_total_bytes}",
                 Unit::Rows => "{human_pos}/{human_len} rows",
+                Unit::Urls => "{human_pos}/{human_len} URLs",
             };
             let style = indicatif::ProgressStyle::with_template(&format!(
                 "{{prefix:>8}} [{{bar:40}}] {counts} {{elapsed}}"
@@ -307,6 +368,7 @@ impl Progress {
         let unit = match self.unit {
             Unit::Bytes => "bytes",
             Unit::Rows => "rows",
+            Unit::Urls => "URLs",
         };
         eprintln!("{}: {} of {} {unit}", self.label, self.done, self.total);
         self.last_line = std::time::Instant::now();

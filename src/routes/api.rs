@@ -503,6 +503,106 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(invalidation_json(&state, id.into_inner(), &query).await?))
 }
 
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    url: String,
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// One invalidation in a list.
+#[derive(Serialize)]
+struct SummaryJson {
+    id: i64,
+    status: crate::store::InvalidationStatus,
+    created_by: String,
+    created_at: String,
+    finished_at: Option<String>,
+    provider: String,
+    total: i64,
+    succeeded: i64,
+    failed: i64,
+    estimated_ms: Option<i64>,
+    retry_of: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    items: Vec<SummaryJson>,
+    /// The next (older) page with the same filters; null on the last.
+    next: Option<String>,
+}
+
+/// `GET /api/v1/invalidations?status=&user=&url=&limit=&before=`: newest first, keyset paged.
+pub async fn list(
+    ApiUser(_): ApiUser,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let status = match query.status.trim() {
+        "" => None,
+        s => Some(crate::store::InvalidationStatus::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "\"{s}\" is not a status (queued, running, succeeded, partially_failed, failed)."
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}."
+        )));
+    }
+    let filter = crate::store::HistoryFilter {
+        status,
+        username: query.user.trim().to_string(),
+        url: query.url.trim().to_string(),
+    };
+    let items = state
+        .store
+        .invalidations_before(&filter, query.before, limit)
+        .await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.id))
+        .flatten()
+        .map(|last| {
+            let mut href = format!("/api/v1/invalidations?limit={limit}&before={last}");
+            for (name, value) in [
+                ("status", query.status.trim()),
+                ("user", filter.username.as_str()),
+                ("url", filter.url.as_str()),
+            ] {
+                if !value.is_empty() {
+                    href.push_str(&format!("&{name}={}", super::q(value)));
+                }
+            }
+            href
+        });
+    let items = items
+        .into_iter()
+        .map(|i| SummaryJson {
+            id: i.id,
+            status: i.status,
+            created_by: i.created_by_name,
+            created_at: rfc3339(i.created_at),
+            finished_at: i.finished_at.map(rfc3339),
+            provider: i.provider,
+            total: i.total,
+            succeeded: i.succeeded,
+            failed: i.failed,
+            estimated_ms: i.estimated_ms,
+            retry_of: i.retry_of,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ListJson { items, next }))
+}
+
 /// `POST /api/v1/invalidations/{id}/retry`: a new invalidation of the failed URLs.
 pub async fn retry(
     ApiUser(user): ApiUser,

@@ -67,6 +67,7 @@ routes![
     (post, "/invalidate", invalidate::from_assets, User),
     (post, "/invalidations", invalidate::submit, User),
     (get, "/invalidations", invalidations::history, User),
+    (get, "/invalidations.csv", invalidations::export_csv, User),
     (get, "/invalidations/{id}", invalidations::show, User),
     (
         post,
@@ -87,6 +88,7 @@ routes![
         User
     ),
     (post, "/api/v1/invalidations", api::create, Token),
+    (get, "/api/v1/invalidations", api::list, Token),
     (get, "/api/v1/invalidations/{id}", api::show, Token),
     (post, "/api/v1/invalidations/{id}/retry", api::retry, Token),
 ];

@@ -450,6 +450,38 @@ impl Store {
     /// index, one random read per URL (~20x slower on SQLite for a URL few invalidations hold).
     /// The per-row counts are then taken for the page's rows only.
     #[tracing::instrument(skip(self))]
+    /// Up to `limit` invalidations matching `filter` with ids below `before` (all when
+    /// `None`), newest first: keyset pages for the API and the CSV export.
+    #[tracing::instrument(skip(self))]
+    pub async fn invalidations_before(
+        &self,
+        filter: &HistoryFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Invalidation>> {
+        let sql = format!(
+            "{INVALIDATION_SELECT}
+             WHERE ($1 = '' OR i.status = $1)
+               AND ($2 = '' OR u.username = $2)
+               AND ($3 = '%%' OR i.id IN (SELECT x.invalidation_id FROM invalidation_urls x
+                    WHERE lower(x.url) LIKE $3 ESCAPE '\\'))
+               AND i.id < $4
+             ORDER BY i.id DESC LIMIT $5"
+        );
+        let status = filter.status.map(InvalidationStatus::as_str).unwrap_or("");
+        let pattern = like_pattern(&filter.url);
+        Ok(with_pool!(self, p => {
+            sqlx::query_as(&sql)
+                .bind(status)
+                .bind(&filter.username)
+                .bind(&pattern)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(p)
+                .await
+        })?)
+    }
+
     pub async fn list_invalidations(
         &self,
         filter: &HistoryFilter,

@@ -334,3 +334,192 @@ async fn retry_through_the_api_queues_the_failed_urls() {
     let (status, problem) = post(&app, &token, "/api/v1/invalidations/999/retry", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
 }
+
+#[tokio::test]
+async fn the_list_pages_by_key_newest_first_with_filters() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let user = app.user(&admin, "ursula").await;
+    let token = create_token(&admin, "ci").await;
+    let mut ids = Vec::new();
+    for (who, n) in [(&admin, 1), (&user, 2), (&admin, 3)] {
+        ids.push(
+            who.invalidate_urls(&format!("https://server.com/{n}"))
+                .await,
+        );
+    }
+    let (client, base) = api(&app);
+    let get = |path: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let r = client.get(path).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let first = get(format!("{base}/api/v1/invalidations?limit=2")).await;
+    let listed: Vec<i64> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2], ids[1]]);
+    let next = first["next"].as_str().unwrap();
+    let second = get(format!("{base}{next}")).await;
+    assert_eq!(second["items"][0]["id"], ids[0]);
+    assert!(second["next"].is_null());
+    let by_user = get(format!("{base}/api/v1/invalidations?user=ursula")).await;
+    assert_eq!(by_user["items"].as_array().unwrap().len(), 1);
+    assert_eq!(by_user["items"][0]["created_by"], "ursula");
+    let r = client
+        .get(format!("{base}/api/v1/invalidations?status=nonsense"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_history_exports_as_csv_with_its_filters() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let user = app.user(&admin, "ursula").await;
+    admin
+        .invalidate_urls("https://server.com/a\nhttps://server.com/b")
+        .await;
+    user.invalidate_urls("https://server.com/c, \"quoted\"")
+        .await;
+    let html = admin.page("/invalidations?user=ursula").await;
+    assert_eq!(
+        attr(&html, "#export-csv", "href").unwrap(),
+        "/invalidations.csv?status=&user=ursula&url="
+    );
+    let r = admin.get("/invalidations.csv").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = r.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        &header[..5],
+        ["id", "created_at", "created_by", "status", "provider"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((&rows[0][2], &rows[0][5]), ("ursula", "1"));
+    assert_eq!((&rows[1][2], &rows[1][5]), ("admin", "2"));
+    let only = admin
+        .get("/invalidations.csv?user=ursula")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(only.lines().count(), 2, "{only}");
+}
+
+/// The CLI as a pipeline runs it: URLs on stdin, `--wait`, exit codes, failed URLs printed.
+#[tokio::test]
+async fn the_cli_invalidates_waits_and_exits_by_the_outcome() {
+    let ok = PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "<ID>", &ok.base(), "")
+        .await;
+    let token = create_token(&admin, "pipeline").await;
+    let run = |args: Vec<String>, stdin: &'static str| {
+        let token = token.clone();
+        let server = app.address.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cdn-invalidator"))
+                    .args(&args)
+                    .env("CDN_INVALIDATOR_SERVER", server)
+                    .env("CDN_INVALIDATOR_TOKEN", token)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(stdin.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).to_string(),
+                    String::from_utf8_lossy(&out.stderr).to_string(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (code, out, err) = run(
+        args(&["invalidate", "--urls-file", "-", "--wait"]),
+        "https://server.com/a\nhttps://server.com/b\n",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let id: i64 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(
+        out.contains("succeeded: 2 URLs, 2 succeeded, 0 failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("invalidation #{id} queued: 2 URLs")),
+        "{err}"
+    );
+
+    let (code, out, _) = run(args(&["status", &id.to_string()]), "").await;
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with(&format!("#{id} succeeded")), "{out}");
+
+    // A refused list: exit 2 with each bad line; nothing queued.
+    let (code, _, err) = run(
+        args(&["invalidate", "--urls-file", "-"]),
+        "https://server.com/ok\nhttps://evil.com/x\n",
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 2: https://evil.com/x:"), "{err}");
+
+    // Failed URLs: exit 1, each printed with its reason.
+    let refusing = PurgeNode::start(403).await;
+    admin
+        .save_settings("server.com", "<ID>", &refusing.base(), "")
+        .await;
+    let (code, out, err) = run(
+        args(&["invalidate", "--assets", "Backpack_B", "--wait"]),
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("FAILED https://server.com/is/image/Backpack_B HTTP 403 Forbidden"),
+        "{out}"
+    );
+    // A bad token: exit 1 with the server's words.
+    let (code, _, err) = run(
+        args(&["status", &id.to_string(), "--token", "cdni_nope"]),
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Not authenticated (401)"), "{err}");
+}

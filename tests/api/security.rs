@@ -68,7 +68,14 @@ const TABLE: &[(&str, &str, &str, Access)] = &[
         User,
     ),
     ("get", "/tokens", "/tokens", User),
+    ("get", "/invalidations.csv", "/invalidations.csv", User),
     ("post", "/tokens", "/tokens", User),
+    (
+        "get",
+        "/api/v1/invalidations",
+        "/api/v1/invalidations",
+        Token,
+    ),
     (
         "post",
         "/api/v1/invalidations",
