@@ -25,7 +25,7 @@ const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 100;
 
 /// One bad line of a submitted list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineError {
     /// 1-based place in the list given (`urls`) or expanded (`assets`).
     line: usize,
@@ -89,14 +89,18 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// An error (RFC 9457), as every failed call answers it: `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
 struct Problem<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     title: &'static str,
     status: u16,
     detail: String,
+    /// One per bad line, on 422 for a list of URLs.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<LineError>>)]
     errors: Option<&'a [LineError]>,
 }
 
@@ -256,7 +260,7 @@ fn throttle(token_id: i64, now: Instant) -> Option<u64> {
 }
 
 /// `POST /api/v1/invalidations` body: URLs, or asset IDs to expand by the saved template.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvalidationBody {
     #[serde(default)]
@@ -266,9 +270,11 @@ pub struct NewInvalidationBody {
 }
 
 /// An invalidation as the API returns it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct InvalidationJson {
     id: i64,
+    /// queued, running, succeeded, partially_failed or failed.
+    #[schema(value_type = String)]
     status: crate::store::InvalidationStatus,
     created_by: String,
     created_at: String,
@@ -276,7 +282,7 @@ struct InvalidationJson {
     finished_at: Option<String>,
     provider: String,
     total: i64,
-    counts: crate::store::UrlCounts,
+    counts: CountsJson,
     estimated_ms: Option<i64>,
     estimate: String,
     retry_of: Option<i64>,
@@ -285,17 +291,42 @@ struct InvalidationJson {
     urls_next: Option<String>,
 }
 
-#[derive(Serialize)]
+/// URLs of an invalidation in each state.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CountsJson {
+    queued: i64,
+    retrying: i64,
+    submitted: i64,
+    succeeded: i64,
+    failed: i64,
+}
+
+impl From<crate::store::UrlCounts> for CountsJson {
+    fn from(c: crate::store::UrlCounts) -> Self {
+        Self {
+            queued: c.queued,
+            retrying: c.retrying,
+            submitted: c.submitted,
+            succeeded: c.succeeded,
+            failed: c.failed,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct UrlJson {
     position: i64,
     url: String,
+    /// queued, retrying, submitted, succeeded or failed.
+    #[schema(value_type = String)]
     status: UrlStatus,
     attempts: i64,
     http_status: Option<i64>,
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     status: Option<String>,
     after: Option<i64>,
@@ -344,7 +375,7 @@ async fn invalidation_json(
         finished_at: inv.finished_at.map(rfc3339),
         provider: inv.provider.clone(),
         total: inv.total,
-        counts,
+        counts: counts.into(),
         estimated_ms: inv.estimated_ms,
         estimate: inv.estimated_ms.map_or_else(
             || crate::domain::estimate::describe(inv.estimated_seconds),
@@ -375,6 +406,20 @@ fn created(json: InvalidationJson) -> HttpResponse {
 
 /// `POST /api/v1/invalidations`: the same checks as Continue; `Idempotency-Key` makes a
 /// repeated request return the first result.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invalidations",
+    request_body = NewInvalidationBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeated request with the same key returns the first result")),
+    responses(
+        (status = 201, description = "Queued (or the first result of the same key)", body = InvalidationJson),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad URLs, one error per line; nothing queued", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Token over its rate", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = []))
+)]
 pub async fn create(
     ApiUser(user): ApiUser,
     state: web::Data<AppState>,
@@ -494,6 +539,16 @@ pub async fn create(
 }
 
 /// `GET /api/v1/invalidations/{id}`: counts, status, estimate and a page of URLs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/invalidations/{id}",
+    params(("id" = i64, Path, description = "The invalidation"), PageQuery),
+    responses(
+        (status = 200, body = InvalidationJson),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = []))
+)]
 pub async fn show(
     ApiUser(_): ApiUser,
     state: web::Data<AppState>,
@@ -503,7 +558,8 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(invalidation_json(&state, id.into_inner(), &query).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     status: String,
@@ -516,9 +572,10 @@ pub struct ListQuery {
 }
 
 /// One invalidation in a list.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SummaryJson {
     id: i64,
+    #[schema(value_type = String)]
     status: crate::store::InvalidationStatus,
     created_by: String,
     created_at: String,
@@ -531,7 +588,7 @@ struct SummaryJson {
     retry_of: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ListJson {
     items: Vec<SummaryJson>,
     /// The next (older) page with the same filters; null on the last.
@@ -539,6 +596,16 @@ struct ListJson {
 }
 
 /// `GET /api/v1/invalidations?status=&user=&url=&limit=&before=`: newest first, keyset paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/invalidations",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ListJson),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = []))
+)]
 pub async fn list(
     ApiUser(_): ApiUser,
     state: web::Data<AppState>,
@@ -604,6 +671,17 @@ pub async fn list(
 }
 
 /// `POST /api/v1/invalidations/{id}/retry`: a new invalidation of the failed URLs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invalidations/{id}/retry",
+    params(("id" = i64, Path, description = "The invalidation whose failed URLs to send again")),
+    responses(
+        (status = 201, body = InvalidationJson),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing to retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = []))
+)]
 pub async fn retry(
     ApiUser(user): ApiUser,
     state: web::Data<AppState>,
@@ -633,4 +711,35 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
             };
             problem.into()
         })
+}
+
+/// The API's OpenAPI 3.1 description, generated from the handlers and types above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "cdn-invalidator API", version = "1"),
+    paths(create, list, show, retry),
+    modifiers(&BearerToken)
+)]
+pub struct ApiDoc;
+
+/// Declares the `token` security scheme: `Authorization: Bearer <API token>`.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(utoipa::openapi::Components::new)
+            .add_security_scheme(
+                "token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> HttpResponse {
+    use utoipa::OpenApi;
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -87,6 +87,7 @@ routes![
         invalidations::again,
         User
     ),
+    (get, "/api/v1/openapi.json", api::openapi, Public),
     (post, "/api/v1/invalidations", api::create, Token),
     (get, "/api/v1/invalidations", api::list, Token),
     (get, "/api/v1/invalidations/{id}", api::show, Token),

@@ -523,3 +523,37 @@ async fn the_cli_invalidates_waits_and_exits_by_the_outcome() {
     assert_eq!(code, Some(1));
     assert!(err.contains("Not authenticated (401)"), "{err}");
 }
+
+/// The OpenAPI description is generated from the code and covers every `/api/v1` route.
+#[tokio::test]
+async fn the_openapi_description_lists_every_api_route() {
+    let app = spawn_app().await;
+    let spec: Value = reqwest::get(format!("{}/api/v1/openapi.json", app.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        spec["openapi"]
+    );
+    let mut covered = 0;
+    for (method, path, _) in cdn_invalidator::routes::ROUTES {
+        if !path.starts_with("/api/v1/") || *path == "/api/v1/openapi.json" {
+            continue;
+        }
+        assert!(
+            spec["paths"][*path][*method].is_object(),
+            "{method} {path} is not in the OpenAPI description"
+        );
+        covered += 1;
+    }
+    assert!(covered >= 4);
+    assert_eq!(
+        spec["components"]["securitySchemes"]["token"]["scheme"],
+        "bearer"
+    );
+    assert!(spec["components"]["schemas"]["Problem"].is_object());
+}

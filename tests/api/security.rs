@@ -72,6 +72,12 @@ const TABLE: &[(&str, &str, &str, Access)] = &[
     ("post", "/tokens", "/tokens", User),
     (
         "get",
+        "/api/v1/openapi.json",
+        "/api/v1/openapi.json",
+        Public,
+    ),
+    (
+        "get",
         "/api/v1/invalidations",
         "/api/v1/invalidations",
         Token,
