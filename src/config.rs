@@ -48,12 +48,18 @@ pub struct ServeArgs {
     /// purged URL requested once, as a visitor would); 0 turns it off.
     #[arg(long, env = "CDN_INVALIDATOR_CHECK_CACHE_UP_TO", default_value_t = 0)]
     pub check_cache_up_to: usize,
+    /// Serve Prometheus metrics at `/metrics` on this address (e.g. 127.0.0.1:9090), without
+    /// login; off unless given, so they are never public by accident.
+    #[arg(long, env = "CDN_INVALIDATOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Everything the application needs to start. (`Debug` hides the secret.)
 #[derive(Clone)]
 pub struct Config {
     pub listen: String,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<String>,
     pub database_url: String,
     pub secret: Option<String>,
     pub max_urls: usize,
@@ -92,6 +98,7 @@ impl Config {
         }
         Ok(Self {
             listen: args.listen,
+            metrics_listen: args.metrics_listen,
             database_url,
             secret: args.secret,
             max_urls: args.max_urls.max(1),
@@ -117,6 +124,7 @@ impl Config {
     pub fn with_database(database_url: impl Into<String>) -> Self {
         Self {
             listen: "127.0.0.1:0".into(),
+            metrics_listen: None,
             database_url: database_url.into(),
             secret: None,
             max_urls: 10_000,

@@ -13,4 +13,5 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -25,6 +25,9 @@ struct Cli {
     /// Database URL (SQLite file by default; created and migrated on start).
     #[arg(long = "database", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     database: String,
+    /// Log lines as text for people, or as JSON objects (one a line) for log collectors.
+    #[arg(long, env = "CDN_INVALIDATOR_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text", global = true)]
+    log_format: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -164,13 +167,21 @@ enum AssetsCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,actix_server=warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,sqlx=warn,actix_server=warn".into())
+    };
+    if cli.log_format == "json" {
+        // Each line a JSON object with the request's span (its request_id) in it.
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter())
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter()).init();
+    }
     // A bare `cdn-invalidator` serves with options from the environment and defaults.
     let command = cli
         .command

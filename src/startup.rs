@@ -24,6 +24,8 @@ pub const SESSION_COOKIE: &str = "cdn_invalidator_session";
 pub struct Application {
     address: std::net::SocketAddr,
     server: Server,
+    /// The metrics listener's address and server, when `--metrics-listen` was given.
+    metrics: Option<(std::net::SocketAddr, Server)>,
 }
 
 /// Opens and migrates the configured database.
@@ -143,6 +145,25 @@ impl Application {
             let worker = Worker::new(store.clone(), config.purge.clone(), wake_worker.clone())?;
             worker.spawn()?;
         }
+        crate::telemetry::handle();
+        let metrics = match &config.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)?;
+                let bound = listener.local_addr()?;
+                let store = web::Data::new(store.clone());
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(store.clone())
+                        .route("/metrics", web::get().to(crate::telemetry::render))
+                })
+                .workers(1)
+                .listen(listener)?
+                .run();
+                tracing::info!(address = %bound, "metrics at /metrics");
+                Some((bound, server))
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(&config.listen)?;
         let address = listener.local_addr()?;
         let secure = config.secure_cookies;
@@ -165,11 +186,16 @@ impl Application {
                 .app_data(routes::api::json_config(max_form_bytes))
                 .wrap(sessions)
                 .wrap(security_headers())
+                .wrap(actix_web::middleware::from_fn(crate::telemetry::request_id))
                 .configure(routes::configure)
         })
         .listen(listener)?
         .run();
-        Ok(Self { address, server })
+        Ok(Self {
+            address,
+            server,
+            metrics,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -181,7 +207,18 @@ impl Application {
         self.address
     }
 
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|(a, _)| *a)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics {
+            Some((_, metrics)) => {
+                let (app, metrics) = futures_util::future::join(self.server, metrics).await;
+                app.and(metrics)
+            }
+            None => self.server.await,
+        }
     }
 }

@@ -275,6 +275,8 @@ fn batch_reference(invalidation_id: i64, urls: &[InvalidationUrl]) -> String {
 /// One invalidation being worked on.
 struct Run<'a> {
     id: i64,
+    /// The provider's name, for metrics.
+    provider: String,
     /// How long the first requests took and how many URLs each carried (for estimates).
     timings: std::sync::Mutex<Vec<(f64, usize)>>,
     purger: &'a dyn Purger,
@@ -439,8 +441,12 @@ impl Worker {
         }
         match self.purger(&claimed.provider_settings).await {
             Ok(purger) => {
+                let provider = serde_json::from_str::<ProviderSnapshot>(&claimed.provider_settings)
+                    .map(|s| s.provider)
+                    .unwrap_or_default();
                 let run = Run {
                     id,
+                    provider,
                     timings: std::sync::Mutex::default(),
                     purger: purger.as_ref(),
                     policy: &policy,
@@ -484,6 +490,15 @@ impl Worker {
         let status = self.store.finish_invalidation(id).await?;
         if status.is_finished() {
             tracing::info!(id, status = %status, "invalidation finished");
+            if let Some(inv) = self.store.get_invalidation(id).await?
+                && let Some(finished) = inv.finished_at
+            {
+                metrics::histogram!(
+                    "cdn_invalidation_duration_seconds",
+                    "provider" => inv.provider.clone()
+                )
+                .record((finished - inv.created_at).max(0) as f64 / 1000.0);
+            }
             self.check_cache_if_small(id).await?;
         }
         Ok(status)
@@ -678,6 +693,13 @@ impl Worker {
         };
         let started = std::time::Instant::now();
         let mut result = run.purger.purge(&batch).await;
+        metrics::counter!("cdn_purge_requests_total", "provider" => run.provider.clone())
+            .increment(1);
+        metrics::histogram!(
+            "cdn_provider_request_duration_seconds",
+            "provider" => run.provider.clone()
+        )
+        .record(started.elapsed().as_secs_f64());
         // A request the provider answered tells how long its requests take.
         if result.attempts.iter().any(answered) {
             let mut timings = run.timings.lock().expect("timings");
@@ -744,6 +766,12 @@ impl Worker {
                         .backoff(url.attempts as u32, retry_after, jitter()),
                 );
             }
+            metrics::counter!(
+                "cdn_urls_total",
+                "provider" => run.provider.clone(),
+                "outcome" => next.status.as_str()
+            )
+            .increment(1);
             let outcome = UrlOutcome {
                 status: next.status,
                 attempts: url.attempts,
@@ -768,6 +796,10 @@ impl Worker {
             for (id, outcome) in outcomes {
                 recorder.record(id, outcome).await?;
             }
+        }
+        if !again.is_empty() || !unanswered.is_empty() {
+            metrics::counter!("cdn_purge_retries_total", "provider" => run.provider.clone())
+                .increment((again.len() + unanswered.len()) as u64);
         }
         Ok(Resend {
             again,

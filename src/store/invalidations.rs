@@ -787,6 +787,23 @@ impl Store {
         })?)
     }
 
+    /// URLs waiting to be sent (queued or to retry) and URLs a provider has accepted but not
+    /// cleared, over the invalidations not finished.
+    #[tracing::instrument(skip(self))]
+    pub async fn queue_depth(&self) -> Result<(i64, i64)> {
+        Ok(with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(CASE WHEN x.status IN ('queued', 'retrying') THEN 1 ELSE 0 END), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(CASE WHEN x.status = 'submitted' THEN 1 ELSE 0 END), 0) AS BIGINT)
+                 FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
+                 WHERE i.status IN ('queued', 'running')
+                   AND x.status IN ('queued', 'retrying', 'submitted')",
+            )
+            .fetch_one(p)
+            .await
+        })?)
+    }
+
     /// Accepted requests the provider has not completed yet.
     pub async fn pending_batches(&self, id: i64) -> Result<Vec<PurgeBatch>> {
         self.batches_where(id, "status = 'pending'").await

@@ -557,3 +557,79 @@ async fn the_openapi_description_lists_every_api_route() {
     );
     assert!(spec["components"]["schemas"]["Problem"].is_object());
 }
+
+/// `/metrics` is served only on the metrics listener, in the Prometheus text format, with
+/// purge outcomes by provider, the queue, and request latency by route pattern; every answer
+/// carries a request id.
+#[tokio::test]
+async fn metrics_are_on_their_own_listener_and_requests_carry_an_id() {
+    let node = PurgeNode::start(200).await;
+    let app = spawn_app_with(|c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "", &node.base(), "")
+        .await;
+    let id = admin
+        .invalidate_urls("https://server.com/m1\nhttps://server.com/m2")
+        .await;
+    admin.wait_finished(id).await;
+    admin.page(&format!("/invalidations/{id}")).await;
+
+    // Not on the app's own address, with or without a login.
+    assert_eq!(admin.get("/metrics").await.status(), StatusCode::NOT_FOUND);
+    let metrics_base = app.metrics_address.clone().expect("a metrics listener");
+    let r = reqwest::get(format!("{metrics_base}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Counters are per process (other tests run beside this one): at least this test's.
+    assert!(value(r#"cdn_urls_total{provider="http_purge",outcome="succeeded"}"#) >= 2.0);
+    assert!(value(r#"cdn_purge_requests_total{provider="http_purge"}"#) >= 1.0);
+    assert!(text.contains("cdn_urls_queued "), "{text}");
+    assert!(text.contains("cdn_urls_in_flight "), "{text}");
+    assert!(text.contains(r#"cdn_invalidation_duration_seconds_bucket{provider="http_purge""#));
+    assert!(text.contains(r#"cdn_provider_request_duration_seconds_bucket{provider="http_purge""#));
+    // Latency by route pattern, never by raw path.
+    assert!(text.contains(r#"route="/invalidations/{id}""#), "{text}");
+    assert!(
+        !text.contains(&format!(r#"route="/invalidations/{id}""#).replace("{id}", &id.to_string()))
+    );
+
+    // A request id on every answer: the caller's when it is a sane token, else a new one.
+    let r = admin.get("/healthz").await;
+    let given = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(given.len(), 16);
+    let r = admin
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("X-Request-Id", "pipeline-run-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "pipeline-run-42");
+    let r = admin
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("X-Request-Id", "<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "<script>");
+}

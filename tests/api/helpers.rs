@@ -27,6 +27,8 @@ fn init_tracing() {
 
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served, when the config asked for it.
+    pub metrics_address: Option<String>,
     pub database_url: String,
     /// Keeps the database directory alive as long as the app.
     pub dir: tempfile::TempDir,
@@ -132,9 +134,11 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
     let database_url = config.database_url.clone();
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         database_url,
         dir,
         postgres: None,

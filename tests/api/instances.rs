@@ -98,6 +98,7 @@ impl Instance {
     fn app(&self) -> TestApp {
         TestApp {
             address: self.address.clone(),
+            metrics_address: None,
             database_url: String::new(),
             dir: tempfile::tempdir().unwrap(),
             postgres: None,

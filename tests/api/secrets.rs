@@ -38,6 +38,7 @@ async fn secrets_appear_in_no_page_json_or_log_line() {
         .expect("the server says where it listens");
     let app = TestApp {
         address: base,
+        metrics_address: None,
         database_url: database,
         dir,
         postgres: None,
