@@ -139,15 +139,42 @@ impl Columns {
                 fields.len()
             ));
         }
-        let id = AssetId::parse(id)?;
-        if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-            return Err(format!(
-                "the name must have at most {MAX_NAME_CHARS} characters and no control characters."
-            ));
-        }
-        let kind = AssetKind::parse(kind)?;
-        Ok(Some((id, name.to_string(), kind)))
+        row(id, name, kind).map(Some)
     }
+}
+
+/// One asset by the catalogue's rules (the CSV import's, and the API's): a valid ID, a name of
+/// at most [`MAX_NAME_CHARS`] characters without control characters, a known type (empty:
+/// image). Text is trimmed.
+pub fn row(id: &str, name: &str, kind: &str) -> Result<CatalogueRow, String> {
+    let id = AssetId::parse(id.trim())?;
+    let name = name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(format!(
+            "the name must have at most {MAX_NAME_CHARS} characters and no control characters."
+        ));
+    }
+    let kind = AssetKind::parse(kind.trim())?;
+    Ok((id, name.to_string(), kind))
+}
+
+/// Every repeated ID among `rows`, as (index of the repeat, message naming the first, both
+/// 1-based): a catalogue lists each asset once.
+pub fn repeated_ids(rows: &[CatalogueRow]) -> Vec<(usize, String)> {
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut repeats = Vec::new();
+    for (i, (id, _, _)) in rows.iter().enumerate() {
+        match first.get(id.as_str()) {
+            Some(&at) => repeats.push((
+                i + 1,
+                format!("asset ID \"{id}\" already appears as item {at}."),
+            )),
+            None => {
+                first.insert(id.as_str(), i + 1);
+            }
+        }
+    }
+    repeats
 }
 
 /// "Line 7: asset ID "x" already appears on line 3." for every repeat, by sorting row numbers

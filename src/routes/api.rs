@@ -27,9 +27,14 @@ const DEFAULT_PAGE: i64 = 100;
 /// One bad line of a submitted list.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineError {
-    /// 1-based place in the list given (`urls`) or expanded (`assets`).
+    /// 1-based place in the list given (`urls`, `assets`) or expanded from asset IDs.
     line: usize,
-    url: String,
+    /// The URL refused (invalidations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    /// The asset refused (catalogue writes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     message: String,
 }
 
@@ -489,7 +494,8 @@ pub async fn create(
         .filter(|(_, u)| u.contains(['\n', '\r']))
         .map(|(i, u)| LineError {
             line: i + 1,
-            url: u.clone(),
+            url: Some(u.clone()),
+            id: None,
             message: "contains a line break.".into(),
         })
         .collect();
@@ -511,7 +517,8 @@ pub async fn create(
             .iter()
             .map(|e| LineError {
                 line: e.line,
-                url: urls.get(e.line - 1).cloned().unwrap_or_default(),
+                url: Some(urls.get(e.line - 1).cloned().unwrap_or_default()),
+                id: None,
                 message: e.reason.clone(),
             })
             .collect();
@@ -713,11 +720,202 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AssetsQuery {
+    /// Substring of the ID or name (any case).
+    #[serde(default)]
+    q: String,
+    /// `name` (default) or `modified`.
+    #[serde(default)]
+    sort: String,
+    /// The `next` token of the previous page.
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AssetJson {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    modified_at: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AssetsJson {
+    items: Vec<AssetJson>,
+    /// "12345" or "more than 10000": counts stop at a bound.
+    count: String,
+    /// The next page's address with the same search; null on the last.
+    next: Option<String>,
+}
+
+/// `GET /api/v1/assets?q=&sort=&after=&limit=`: the asset list's search, keyset paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/assets",
+    params(AssetsQuery),
+    responses((status = 200, body = AssetsJson)),
+    security(("token" = []))
+)]
+pub async fn assets(
+    ApiUser(_): ApiUser,
+    state: web::Data<AppState>,
+    query: web::Query<AssetsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::store::{AssetCount, AssetKey, AssetSort, PageStart};
+    let query = query.into_inner();
+    let sort = AssetSort::parse(&query.sort);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}."
+        )));
+    }
+    let start = match query.after.as_deref() {
+        None => PageStart::First,
+        Some(token) => PageStart::After(AssetKey::parse(token, sort).ok_or_else(|| {
+            ApiError::BadRequest("after is not a next token of this sort order.".into())
+        })?),
+    };
+    let search = query.q.trim().to_string();
+    let page = state
+        .store
+        .list_assets(&search, sort, &start, limit)
+        .await?;
+    let next = page.next.map(|k| {
+        format!(
+            "/api/v1/assets?q={}&sort={}&limit={limit}&after={}",
+            super::q(&search),
+            sort.as_str(),
+            super::q(&k.token())
+        )
+    });
+    Ok(HttpResponse::Ok().json(AssetsJson {
+        items: page
+            .assets
+            .into_iter()
+            .map(|a| AssetJson {
+                id: a.id,
+                name: a.name,
+                kind: a.kind,
+                modified_at: rfc3339(a.modified_at),
+            })
+            .collect(),
+        count: match page.count {
+            AssetCount::Exactly(n) => n.to_string(),
+            AssetCount::MoreThan(n) => format!("more than {n}"),
+        },
+        next,
+    }))
+}
+
+/// One asset to write.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssetIn {
+    id: String,
+    #[serde(default)]
+    name: String,
+    /// image (default), video or other.
+    #[serde(default, rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssetsBody {
+    assets: Vec<AssetIn>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ImportJson {
+    read: u64,
+    new: u64,
+    changed: u64,
+    unchanged: u64,
+    /// The changed assets (the first 10,000): invalidate these, content was replaced.
+    changed_ids: Vec<String>,
+}
+
+/// `PUT /api/v1/assets` (admins): inserts or updates the assets given, by the CSV import's
+/// rules, all or nothing; answers what changed.
+#[utoipa::path(
+    put,
+    path = "/api/v1/assets",
+    request_body = AssetsBody,
+    responses(
+        (status = 200, body = ImportJson),
+        (status = 403, description = "Not an admin's token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad assets, one error each; nothing written", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("token" = []))
+)]
+pub async fn put_assets(
+    ApiUser(admin): ApiUser,
+    state: web::Data<AppState>,
+    body: web::Json<AssetsBody>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::catalogue;
+    let items = body.into_inner().assets;
+    let mut rows = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match catalogue::row(&item.id, &item.name, &item.kind) {
+            Ok(row) => rows.push(row),
+            Err(message) => errors.push(LineError {
+                line: i + 1,
+                url: None,
+                id: Some(item.id.clone()),
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        errors.extend(
+            catalogue::repeated_ids(&rows)
+                .into_iter()
+                .map(|(line, message)| LineError {
+                    line,
+                    url: None,
+                    id: Some(items[line - 1].id.clone()),
+                    message,
+                }),
+        );
+    }
+    if rows.is_empty() && errors.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: "No assets given.".into(),
+            errors,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: format!(
+                "{} assets are not valid; nothing was written.",
+                errors.len()
+            ),
+            errors,
+        });
+    }
+    let report = state.store.import_catalogue(&rows, |_| {}).await?;
+    tracing::info!(admin = %admin.username, read = report.read, new = report.new, changed = report.changed, "catalogue written through the API");
+    Ok(HttpResponse::Ok().json(ImportJson {
+        read: report.read,
+        new: report.new,
+        changed: report.changed,
+        unchanged: report.unchanged,
+        changed_ids: report.changed_ids,
+    }))
+}
+
 /// The API's OpenAPI 3.1 description, generated from the handlers and types above.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "cdn-invalidator API", version = "1"),
-    paths(create, list, show, retry),
+    paths(create, list, show, retry, assets, put_assets),
     modifiers(&BearerToken)
 )]
 pub struct ApiDoc;

@@ -28,6 +28,9 @@ pub struct AssetsPage {
     imported: Option<i64>,
     import_counts: Option<ImportCounts>,
     import_errors: Vec<String>,
+    /// Right after an import: the assets whose content changed under the same ID, for
+    /// *Invalidate CDN* (the first `MAX_CHANGED_IDS`).
+    changed_ids: Vec<String>,
 }
 
 impl AssetsPage {
@@ -98,6 +101,9 @@ pub struct AssetsQuery {
     changed: Option<u64>,
     #[serde(default)]
     unchanged: Option<u64>,
+    /// The import's changed IDs, kept server-side under this token.
+    #[serde(default)]
+    changes: Option<String>,
 }
 
 async fn page(
@@ -108,6 +114,14 @@ async fn page(
 ) -> Result<AssetsPage, AppError> {
     let sort = AssetSort::parse(&query.sort);
     let search = query.q.trim().to_string();
+    let changed_ids = match query
+        .changes
+        .as_deref()
+        .filter(|_| query.imported.is_some())
+    {
+        Some(token) => state.store.import_changes(token).await?.unwrap_or_default(),
+        None => Vec::new(),
+    };
     // A key that does not parse (an edited link, or one of the other order) starts over.
     let key = |token: &Option<String>| token.as_deref().and_then(|t| AssetKey::parse(t, sort));
     let start = match (key(&query.after), key(&query.before)) {
@@ -144,6 +158,7 @@ async fn page(
             _ => None,
         },
         import_errors,
+        changed_ids,
     })
 }
 
@@ -214,8 +229,18 @@ pub async fn import(
                 unchanged = report.unchanged,
                 "catalogue imported"
             );
+            // The changed IDs are kept server-side (they could not travel in an address);
+            // the page after the redirect offers Invalidate CDN for them.
+            let token = {
+                use argon2::password_hash::rand_core::{OsRng, RngCore};
+                format!("{:016x}", OsRng.next_u64())
+            };
+            state
+                .store
+                .save_import_changes(&token, &report.changed_ids)
+                .await?;
             Ok(see_other(&format!(
-                "/assets?imported={}&new={}&changed={}&unchanged={}",
+                "/assets?imported={}&new={}&changed={}&unchanged={}&changes={token}",
                 report.read, report.new, report.changed, report.unchanged
             )))
         }

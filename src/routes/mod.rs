@@ -92,6 +92,8 @@ routes![
     (get, "/api/v1/invalidations", api::list, Token),
     (get, "/api/v1/invalidations/{id}", api::show, Token),
     (post, "/api/v1/invalidations/{id}/retry", api::retry, Token),
+    (get, "/api/v1/assets", api::assets, Token),
+    (put, "/api/v1/assets", api::put_assets, AdminToken),
 ];
 
 async fn not_found() -> Result<HttpResponse, AppError> {

@@ -7,7 +7,7 @@ use crate::domain::catalogue::CatalogueRow;
 use sqlx::{Connection, PgPool, SqlitePool};
 
 /// How an import changed the catalogue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportReport {
     /// Rows in the file.
     pub read: u64,
@@ -17,7 +17,13 @@ pub struct ImportReport {
     pub changed: u64,
     /// Known IDs left as they were.
     pub unchanged: u64,
+    /// The IDs counted in `changed` (the first [`MAX_CHANGED_IDS`]): content replaced under
+    /// the same ID is what users invalidate after an import.
+    pub changed_ids: Vec<String>,
 }
+
+/// Most changed IDs an import reports by name.
+pub const MAX_CHANGED_IDS: usize = 10_000;
 
 /// Rows per statement: a fraction of a second each (sqlx warns of statements over 1 s), even
 /// with the search indexes. They travel as one JSON text (SQLite) or three arrays
@@ -74,7 +80,7 @@ impl Store {
         progress: impl FnMut(u64),
     ) -> Result<ImportReport> {
         let now = now_millis();
-        let (new, changed) = match &self.pool {
+        let (new, changed, changed_ids) = match &self.pool {
             Pool::Sqlite(pool) => import_sqlite(pool, rows, now, progress).await?,
             Pool::Postgres(pool) => import_postgres(pool, rows, now, progress).await?,
         };
@@ -85,6 +91,7 @@ impl Store {
             new,
             changed,
             unchanged: read.saturating_sub(new + changed),
+            changed_ids,
         })
     }
 }
@@ -103,7 +110,7 @@ async fn import_sqlite(
     rows: &[CatalogueRow],
     now: i64,
     mut progress: impl FnMut(u64),
-) -> sqlx::Result<(u64, u64)> {
+) -> sqlx::Result<(u64, u64, Vec<String>)> {
     let mut conn = pool.acquire().await?;
     let cache_size: i64 = sqlx::query_scalar("PRAGMA cache_size")
         .fetch_one(&mut *conn)
@@ -116,11 +123,15 @@ async fn import_sqlite(
          SELECT value ->> 0, value ->> 1, value ->> 2, $2 FROM json_each($1)
          WHERE true {ON_CONFLICT}"
     );
+    // Existing rows of the chunk whose name or type the upsert is about to change.
+    let changing = "SELECT a.id FROM json_each($1) j JOIN assets a ON a.id = j.value ->> 0
+         WHERE a.name <> j.value ->> 1 OR a.kind <> j.value ->> 2 LIMIT $2";
     let imported = async {
         // Takes the write lock now, so no other writer comes between the two counts.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let before: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
         let (mut written, mut done) = (0, 0);
+        let mut changed_ids: Vec<String> = Vec::new();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let json = serde_json::to_string(
                 &chunk
@@ -129,6 +140,15 @@ async fn import_sqlite(
                     .collect::<Vec<_>>(),
             )
             .map_err(|e| sqlx::Error::Encode(e.into()))?;
+            // Nothing can change in an empty catalogue (a first import skips the lookups).
+            if before > 0 && changed_ids.len() < MAX_CHANGED_IDS {
+                let ids: Vec<String> = sqlx::query_scalar(changing)
+                    .bind(&json)
+                    .bind((MAX_CHANGED_IDS - changed_ids.len()) as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                changed_ids.extend(ids);
+            }
             let result = sqlx::query(&upsert)
                 .bind(json)
                 .bind(now)
@@ -141,7 +161,8 @@ async fn import_sqlite(
         let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
         sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(new_and_changed(before, after, written))
+        let (new, changed) = new_and_changed(before, after, written);
+        Ok::<_, sqlx::Error>((new, changed, changed_ids))
     }
     .await;
     // The connection goes back to the pool with its usual cache (also after an error).
@@ -157,7 +178,7 @@ async fn import_postgres(
     rows: &[CatalogueRow],
     now: i64,
     mut progress: impl FnMut(u64),
-) -> sqlx::Result<(u64, u64)> {
+) -> sqlx::Result<(u64, u64, Vec<String>)> {
     let mut tx = pool.begin().await?;
     // One import at a time (readers go on): exact counts, and two imports cannot deadlock on
     // each other's rows. Plain inserts and updates wait for this mode too.
@@ -182,11 +203,27 @@ async fn import_postgres(
             .execute(&mut *tx)
             .await?;
     }
+    // Existing rows of the chunk whose name or type the upsert is about to change.
+    let changing =
+        "SELECT a.id FROM UNNEST($1::text[], $2::text[], $3::text[]) AS r (id, name, kind)
+         JOIN assets a ON a.id = r.id WHERE a.name <> r.name OR a.kind <> r.kind LIMIT $4";
     let (mut written, mut done) = (0, 0);
+    let mut changed_ids: Vec<String> = Vec::new();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| id.as_str()).collect();
         let names: Vec<&str> = chunk.iter().map(|(_, name, _)| name.as_str()).collect();
         let kinds: Vec<&str> = chunk.iter().map(|(_, _, kind)| kind.as_str()).collect();
+        // Nothing can change in an empty catalogue (a first import skips the lookups).
+        if before > 0 && changed_ids.len() < MAX_CHANGED_IDS {
+            let found: Vec<String> = sqlx::query_scalar(changing)
+                .bind(&ids)
+                .bind(&names)
+                .bind(&kinds)
+                .bind((MAX_CHANGED_IDS - changed_ids.len()) as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            changed_ids.extend(found);
+        }
         let result = sqlx::query(&upsert)
             .bind(ids)
             .bind(names)
@@ -211,7 +248,8 @@ async fn import_postgres(
     let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
     sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(new_and_changed(before, after, written))
+    let (new, changed) = new_and_changed(before, after, written);
+    Ok((new, changed, changed_ids))
 }
 
 #[cfg(test)]

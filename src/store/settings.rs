@@ -13,6 +13,8 @@ pub struct ProviderChoice {
 }
 
 pub(super) const SECRET_PREFIX: &str = "secret:";
+/// The settings row holding the last import's changed asset IDs.
+const IMPORT_CHANGES: &str = "import_changes";
 /// Settings rows holding what was measured of a provider's requests, by provider name.
 const MEASURED_PREFIX: &str = "measured:";
 /// An encrypted constant: proves at start that the key is the one the credentials were
@@ -164,6 +166,36 @@ impl Store {
             format!("{} {}", measured.request_ms, measured.urls_per_request),
         )])
         .await
+    }
+
+    /// Keeps the last import's changed asset IDs under `token`, for the page that shows the
+    /// import's result (it offers Invalidate CDN for them). Only the last import is kept.
+    #[tracing::instrument(skip(self, ids), fields(ids = ids.len()))]
+    pub async fn save_import_changes(&self, token: &str, ids: &[String]) -> Result<()> {
+        let value = serde_json::json!({ "token": token, "ids": ids }).to_string();
+        self.put_settings(&[(IMPORT_CHANGES.to_string(), value)])
+            .await
+    }
+
+    /// The changed IDs kept by [`Store::save_import_changes`] under `token`, if they are still
+    /// the last import's.
+    #[tracing::instrument(skip(self))]
+    pub async fn import_changes(&self, token: &str) -> Result<Option<Vec<String>>> {
+        let text: Option<String> = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(IMPORT_CHANGES)
+                .fetch_optional(p)
+                .await
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            token: String,
+            ids: Vec<String>,
+        }
+        Ok(text
+            .and_then(|t| serde_json::from_str::<Kept>(&t).ok())
+            .filter(|k| k.token == token)
+            .map(|k| k.ids))
     }
 
     /// Upserts settings rows in one transaction.

@@ -633,3 +633,74 @@ async fn metrics_are_on_their_own_listener_and_requests_carry_an_id() {
         .unwrap();
     assert_ne!(r.headers()["x-request-id"], "<script>");
 }
+
+/// The catalogue through the API: anyone's token searches it; only an admin's writes it, by
+/// the CSV import's rules, all or nothing, and learns which assets changed.
+#[tokio::test]
+async fn assets_are_searched_by_any_token_and_written_by_an_admins() {
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    let user = app.user(&admin, "ursula").await;
+    let admin_token = create_token(&admin, "sync").await;
+    let user_token = create_token(&user, "read").await;
+    let (client, base) = api(&app);
+    let put = |token: &str, body: Value| {
+        client
+            .put(format!("{base}/api/v1/assets"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"assets": [
+        {"id": "Tent_2P", "name": "Tent", "type": "image"},
+        {"id": "Lamp_X", "name": "Lamp"}
+    ]});
+    let r = put(&user_token, body.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = put(&admin_token, body).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(
+        (report["new"].as_i64(), report["changed"].as_i64()),
+        (Some(2), Some(0))
+    );
+    let r = put(
+        &admin_token,
+        json!({"assets": [{"id": "Tent_2P", "name": "Tent for two"}, {"id": "Lamp_X", "name": "Lamp"}]}),
+    )
+    .await
+    .unwrap();
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["changed_ids"], json!(["Tent_2P"]));
+    assert_eq!(report["unchanged"], 1);
+
+    // A bad item or a repeated ID: 422 naming each, nothing written.
+    let r = put(
+        &admin_token,
+        json!({"assets": [{"id": "Ok_1", "name": "x"}, {"id": "", "name": "y"}, {"id": "Ok_1", "name": "z"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["line"], 2);
+    assert_eq!(problem["errors"][0]["id"], "");
+
+    let r = client
+        .get(format!("{base}/api/v1/assets?q=tent"))
+        .bearer_auth(&user_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found["items"][0]["name"], "Tent for two");
+    assert_eq!(found["count"], "1");
+    let none: Vec<(i64,)> = raw_rows(
+        &app.database_url,
+        "SELECT COUNT(*) FROM assets WHERE id = 'Ok_1'",
+    )
+    .await;
+    assert_eq!(none[0].0, 0);
+}

@@ -611,3 +611,54 @@ async fn a_first_large_import_keeps_the_lists_indexes_and_search() {
     expected.sort();
     assert_eq!(found, expected);
 }
+
+/// After an import the page says what changed and offers Invalidate CDN for exactly the assets
+/// whose content changed under the same ID (not the new ones, not the unchanged ones).
+#[tokio::test]
+async fn an_import_offers_invalidate_cdn_for_exactly_the_changed_assets() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings("server.com", "Company/<ID>", "", "")
+        .await;
+    let first = "id,name,type\nTent_2P,Tent,image\nLamp_X,Lamp,image\nMug_1,Mug,image\n";
+    let r = admin.import_csv(first).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = admin.page(r.headers()["location"].to_str().unwrap()).await;
+    assert!(
+        texts(&html, "#invalidate-changed").is_empty(),
+        "nothing changed in a first import"
+    );
+
+    let second = "id,name,type\nTent_2P,Tent for two,image\nLamp_X,Lamp,image\nMug_1,Mug,video\nNew_9,New,image\n";
+    let r = admin.import_csv(second).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let html = admin.page(&location).await;
+    assert_eq!(
+        texts(&html, "#import-counts"),
+        ["1 new, 2 changed, 1 unchanged."]
+    );
+    let mut offered: Vec<String> = html
+        .select(&scraper::Selector::parse("#invalidate-changed input[name=asset_id]").unwrap())
+        .map(|e| e.value().attr("value").unwrap().to_string())
+        .collect();
+    offered.sort();
+    assert_eq!(offered, ["Mug_1", "Tent_2P"]);
+    assert_eq!(
+        texts(&html, "#invalidate-changed button"),
+        ["Invalidate CDN for the 2 changed assets"]
+    );
+    // The button opens Invalidate CDN prefilled with their URLs.
+    let ids: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let (status, page) = admin.open_invalidate(&ids).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        texts(&page, "#urls").concat().trim(),
+        "https://server.com/is/image/Company/Mug_1\nhttps://server.com/is/image/Company/Tent_2P"
+    );
+    // Another import replaces the offer; an old address offers nothing.
+    admin.import_csv(second).await;
+    let html = admin.page(&location).await;
+    assert!(texts(&html, "#invalidate-changed").is_empty());
+}
