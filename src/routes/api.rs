@@ -227,13 +227,13 @@ pub async fn guard(
         )
     };
     let hash = api_token::hash(token.trim()).ok_or_else(refused)?;
-    let (user, token_id) = state
+    let (user, _token_id) = state
         .store
         .user_of_api_token(&hash)
         .await
         .map_err(ApiError::from)?
         .ok_or_else(refused)?;
-    if let Some(wait) = throttle(token_id, Instant::now()) {
+    if let Some(wait) = throttle(&hash, Instant::now()) {
         return Err(ApiError::TooManyRequests(wait).into());
     }
     if admin_only && user.role != crate::domain::status::Role::Admin {
@@ -244,14 +244,17 @@ pub async fn guard(
 }
 
 /// Per-token rate limit: a bucket of [`TOKEN_BURST`] requests refilled at [`TOKEN_PER_SECOND`].
-/// Returns the seconds to wait when the token is over it. Per process.
-fn throttle(token_id: i64, now: Instant) -> Option<u64> {
-    static BUCKETS: OnceLock<Mutex<HashMap<i64, (f64, Instant)>>> = OnceLock::new();
+/// Returns the seconds to wait when the token is over it. Per process, keyed by the token's
+/// hash (ids repeat across databases).
+fn throttle(token_hash: &str, now: Instant) -> Option<u64> {
+    static BUCKETS: OnceLock<Mutex<HashMap<String, (f64, Instant)>>> = OnceLock::new();
     let mut buckets = BUCKETS
         .get_or_init(Mutex::default)
         .lock()
         .expect("throttle lock");
-    let (tokens, at) = buckets.entry(token_id).or_insert((TOKEN_BURST, now));
+    let (tokens, at) = buckets
+        .entry(token_hash.to_string())
+        .or_insert((TOKEN_BURST, now));
     let refilled = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * TOKEN_PER_SECOND)
         .min(TOKEN_BURST);
     *at = now;

@@ -427,15 +427,20 @@ async fn the_history_exports_as_csv_with_its_filters() {
     assert_eq!(only.lines().count(), 2, "{only}");
 }
 
-/// The CLI as a pipeline runs it: URLs on stdin, `--wait`, exit codes, failed URLs printed.
+/// The CLI as a pipeline runs it, through the real binary against a real Varnish: URLs on
+/// stdin, `--wait`, exit codes, failed URLs printed.
 #[tokio::test]
 async fn the_cli_invalidates_waits_and_exits_by_the_outcome() {
-    let ok = PurgeNode::start(200).await;
+    let origin = crate::varnish::Origin::start().await;
+    let varnish = crate::varnish::Varnish::start(origin.port).await;
+    for path in ["/a", "/b"] {
+        varnish.fetch(path, "server.com").await;
+        assert_eq!(varnish.fetch(path, "server.com").await.1, "HIT");
+    }
     let app = spawn_app().await;
     let admin = app.admin().await;
-    admin
-        .save_settings("server.com", "<ID>", &ok.base(), "")
-        .await;
+    let node = format!("http://127.0.0.1:{}", varnish.port);
+    admin.save_settings("server.com", "<ID>", &node, "").await;
     let token = create_token(&admin, "pipeline").await;
     let run = |args: Vec<String>, stdin: &'static str| {
         let token = token.clone();
@@ -485,6 +490,10 @@ async fn the_cli_invalidates_waits_and_exits_by_the_outcome() {
         err.contains(&format!("invalidation #{id} queued: 2 URLs")),
         "{err}"
     );
+    // The cache really let go of both.
+    for path in ["/a", "/b"] {
+        assert_eq!(varnish.fetch(path, "server.com").await.1, "MISS", "{path}");
+    }
 
     let (code, out, _) = run(args(&["status", &id.to_string()]), "").await;
     assert_eq!(code, Some(0));
@@ -578,6 +587,39 @@ async fn metrics_are_on_their_own_listener_and_requests_carry_an_id() {
     // Not on the app's own address, with or without a login.
     assert_eq!(admin.get("/metrics").await.status(), StatusCode::NOT_FOUND);
     let metrics_base = app.metrics_address.clone().expect("a metrics listener");
+    // Valid Prometheus text, and the counters move with a purge.
+    let scrape = || async {
+        let text = reqwest::get(format!("{metrics_base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+    };
+    let succeeded = |scrape: &prometheus_parse::Scrape| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "cdn_urls_total"
+                    && s.labels.get("provider") == Some("http_purge")
+                    && s.labels.get("outcome") == Some("succeeded")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let before = succeeded(&scrape().await);
+    let moved = admin
+        .invalidate_urls("https://server.com/m3\nhttps://server.com/m4\nhttps://server.com/m5")
+        .await;
+    admin.wait_finished(moved).await;
+    let after = succeeded(&scrape().await);
+    assert!(after >= before + 3.0, "{before} → {after}");
     let r = reqwest::get(format!("{metrics_base}/metrics"))
         .await
         .unwrap();

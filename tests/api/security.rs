@@ -546,3 +546,49 @@ async fn parallel_guesses_cannot_outrun_the_throttle() {
     assert_eq!(checked + refused, 20, "{statuses:?}");
     assert!(checked <= 5, "{checked} guesses were checked: {statuses:?}");
 }
+
+/// The API's rows of the table: without a token 401 (a cookie is not one), a user's token on
+/// an admin call 403, an admin's token gets past the guard.
+#[tokio::test]
+async fn api_routes_need_a_token_and_admin_calls_an_admins() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let user = app.user(&admin, "ursula").await;
+    let user_token = crate::api_v1::create_token(&user, "u").await;
+    let admin_token = crate::api_v1::create_token(&admin, "a").await;
+    let client = reqwest::Client::new();
+    for (method, route, path, access) in TABLE {
+        if !matches!(access, Token | AdminToken) {
+            continue;
+        }
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let url = format!("{}{path}", app.address);
+        let send = |token: Option<&str>| {
+            let mut req = client
+                .request(method.clone(), &url)
+                .header("Content-Type", "application/json")
+                .body("{}");
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            req.send()
+        };
+        let r = send(None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {route}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let as_user = send(Some(&user_token)).await.unwrap().status();
+        let as_admin = send(Some(&admin_token)).await.unwrap().status();
+        if *access == AdminToken {
+            assert_eq!(as_user, StatusCode::FORBIDDEN, "{method} {route} as a user");
+        } else {
+            assert!(
+                ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&as_user),
+                "{method} {route} as a user: {as_user}"
+            );
+        }
+        assert!(
+            ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&as_admin),
+            "{method} {route} as an admin: {as_admin}"
+        );
+    }
+}
