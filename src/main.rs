@@ -172,15 +172,20 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| "info,sqlx=warn,actix_server=warn".into())
     };
+    // Logs go to stderr: stdout carries what a command prints (a token, an invalidation id).
     if cli.log_format == "json" {
         // Each line a JSON object with the request's span (its request_id) in it.
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
+            .with_writer(std::io::stderr)
             .with_env_filter(filter())
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter()).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .init();
     }
     // A bare `cdn-invalidator` serves with options from the environment and defaults.
     let command = cli

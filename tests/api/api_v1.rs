@@ -746,3 +746,47 @@ async fn assets_are_searched_by_any_token_and_written_by_an_admins() {
     .await;
     assert_eq!(none[0].0, 0);
 }
+
+/// A body over the limit is refused as a problem, before anything is read into memory.
+#[tokio::test]
+async fn an_oversized_body_gets_413_as_a_problem() {
+    let app = spawn_app_with(|c| c.max_form_bytes = 2_000).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "", "", "").await;
+    let token = create_token(&admin, "ci").await;
+    let urls: Vec<String> = (0..200)
+        .map(|i| format!("https://server.com/{i:04}"))
+        .collect();
+    let (status, problem) = post(
+        &app,
+        &token,
+        "/api/v1/invalidations",
+        json!({ "urls": urls }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+    assert_eq!(problem["title"], "Request too large");
+}
+
+/// `--log-format json`: every log line is one JSON object, for log collectors.
+#[test]
+fn log_lines_are_json_objects_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdn-invalidator"))
+        .args(["--log-format", "json", "--database"])
+        .arg(format!("sqlite://{}/x.db", dir.path().display()))
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "some log line");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
