@@ -23,19 +23,7 @@ const REQUEST_BURST: f64 = 100.0;
 const REQUESTS_PER_SECOND: f64 = 50.0;
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary unoptimised
-    // without it, where the figures would mean nothing and BENCHMARKS.md must not be rewritten.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "akamai_pacing: skipped (a benchmark: run it with `cargo bench --bench akamai_pacing`)"
-        );
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run());
+    report::main("akamai_pacing", run);
 }
 
 /// Runs per scale: the report gives the median and the spread.

@@ -1,5 +1,20 @@
-//! Writes one benchmark's section into BENCHMARKS.md, replacing the section of the same
-//! heading or adding it at the end. Shared by the `cargo bench` benchmarks.
+//! What the `cargo bench` benchmarks share: how they start, and how each writes its section
+//! of BENCHMARKS.md.
+
+/// Runs `bench` on a multi-threaded runtime when started by `cargo bench` (which passes
+/// `--bench`); `cargo test --all-targets` runs the binary unoptimised without it, where the
+/// figures would mean nothing and BENCHMARKS.md must not be rewritten.
+pub fn main<F: std::future::Future<Output = ()>>(name: &str, bench: impl FnOnce() -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("{name}: skipped (a benchmark: run it with `cargo bench --bench {name}`)");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bench());
+}
 
 /// Replaces the section that starts with `heading` (up to the next `## `) by `section`.
 pub fn write_section(heading: &str, section: &str) {

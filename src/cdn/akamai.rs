@@ -203,11 +203,7 @@ fn settings(values: &Values) -> Result<Settings, Vec<FieldError>> {
             message: "Choose production or staging.".into(),
         });
     }
-    let rate_scale = values
-        .get(RATE_SCALE_VALUE)
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(1.0);
+    let rate_scale = super::speed_up(values, RATE_SCALE_VALUE);
     match (base, action, network, errors.is_empty()) {
         (Some(base), Some(action), Some(network), true) => Ok(Settings {
             base,
@@ -277,12 +273,7 @@ impl ProviderKind for AkamaiKind {
     /// nothing; what earlier invalidations took is gone until refilled), then Akamai's own
     /// promise: purges normally complete in about 5 seconds (its `estimatedSeconds`).
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
-        let scale = values
-            .get(RATE_SCALE_VALUE)
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|s| *s > 0.0)
-            .unwrap_or(1.0);
-        let rates = Rates::documented().scaled(scale);
+        let rates = Rates::documented().scaled(super::speed_up(values, RATE_SCALE_VALUE));
         let base_text = value(self, values, "akamai_base_url").trim();
         let base = if base_text.is_empty() {
             format!(

@@ -270,11 +270,7 @@ impl ProviderKind for CloudFrontKind {
     /// quoted is third-party lore, and runs over 10 minutes are reported), so the figure is a
     /// starting point that this installation's own completed invalidations correct.
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
-        let scale = values
-            .get(TIME_SCALE_VALUE)
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|s| *s > 0.0)
-            .unwrap_or(1.0);
+        let scale = super::speed_up(values, TIME_SCALE_VALUE);
         Model {
             sending: Sending::Capped {
                 per_request: MAX_PATHS,

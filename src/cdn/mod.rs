@@ -321,6 +321,16 @@ impl ProviderSnapshot {
     }
 }
 
+/// A provider value no form has that benchmarks use to speed a provider's clock up (its rate
+/// limits, its completion time): a positive number, 1 when absent or not one.
+pub(crate) fn speed_up(values: &Values, name: &str) -> f64 {
+    values
+        .get(name)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0)
+}
+
 /// An `http(s)` base URL setting (API endpoint, purge node): a host, no path beyond `/`.
 pub fn parse_base_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim()).map_err(|e| format!("\"{text}\" is not a URL ({e})."))?;

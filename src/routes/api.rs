@@ -2,7 +2,7 @@
 //! as `application/problem+json` (RFC 9457). Handlers call the same application verbs as the
 //! pages (`crate::invalidations`), so the API cannot do what the pages forbid.
 
-use super::invalidations::rfc3339;
+use super::invalidations::{UrlJson, rfc3339};
 use crate::domain::api_token;
 use crate::domain::estimate::describe_millis;
 use crate::domain::status::UrlStatus;
@@ -321,18 +321,6 @@ impl From<crate::store::UrlCounts> for CountsJson {
     }
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct UrlJson {
-    position: i64,
-    url: String,
-    /// queued, retrying, submitted, succeeded or failed.
-    #[schema(value_type = String)]
-    status: UrlStatus,
-    attempts: i64,
-    http_status: Option<i64>,
-    error: Option<String>,
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
@@ -390,18 +378,7 @@ async fn invalidation_json(
             describe_millis,
         ),
         retry_of: inv.retry_of,
-        urls: page
-            .urls
-            .into_iter()
-            .map(|p| UrlJson {
-                position: p.position,
-                url: p.url.url,
-                status: p.url.status,
-                attempts: p.url.attempts,
-                http_status: p.url.http_status,
-                error: p.url.error,
-            })
-            .collect(),
+        urls: page.urls.into_iter().map(UrlJson::from).collect(),
         urls_next,
     })
 }

@@ -378,15 +378,31 @@ async fn check_view(state: &AppState, id: i64) -> Result<Option<CheckView>, AppE
     }))
 }
 
-#[derive(Serialize)]
-struct UrlJson {
-    /// 0-based place in the list given; `urls_after` takes it.
+/// One URL of an invalidation and its outcome, as the page's JSON and the API give it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct UrlJson {
+    /// 0-based place in the list given; `urls_after` (the API: `after`) takes it.
     position: i64,
     url: String,
+    /// queued, retrying, submitted, succeeded or failed.
+    #[schema(value_type = String)]
     status: UrlStatus,
     attempts: i64,
     http_status: Option<i64>,
     error: Option<String>,
+}
+
+impl From<PositionedUrl> for UrlJson {
+    fn from(p: PositionedUrl) -> Self {
+        Self {
+            position: p.position,
+            url: p.url.url,
+            status: p.url.status,
+            attempts: p.url.attempts,
+            http_status: p.url.http_status,
+            error: p.url.error,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -486,18 +502,7 @@ pub async fn show(
     let batch_rows: Vec<BatchRow> = batches.batches.into_iter().map(BatchRow::from).collect();
     if wants_json(&req) {
         let page = (!view.progress_only).then(|| PageJson {
-            urls: urls
-                .urls
-                .into_iter()
-                .map(|p| UrlJson {
-                    position: p.position,
-                    url: p.url.url,
-                    status: p.url.status,
-                    attempts: p.url.attempts,
-                    http_status: p.url.http_status,
-                    error: p.url.error,
-                })
-                .collect(),
+            urls: urls.urls.into_iter().map(UrlJson::from).collect(),
             urls_next,
             batches: batch_rows,
             batches_total: batches.total,
@@ -650,6 +655,17 @@ pub struct HistoryQuery {
     page: Option<i64>,
 }
 
+impl HistoryQuery {
+    /// The filters the history page and its CSV export apply.
+    fn filter(&self) -> HistoryFilter {
+        HistoryFilter {
+            status: InvalidationStatus::parse(&self.status),
+            username: self.user.trim().to_string(),
+            url: self.url.trim().to_string(),
+        }
+    }
+}
+
 /// `GET /invalidations`: newest first, filtered by status, user and URL substring.
 pub async fn history(
     current: CurrentUser,
@@ -657,11 +673,7 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.into_inner();
-    let filter = HistoryFilter {
-        status: InvalidationStatus::parse(&query.status),
-        username: query.user.trim().to_string(),
-        url: query.url.trim().to_string(),
-    };
+    let filter = query.filter();
     let requested = query.page.unwrap_or(1).max(1);
     let mut found = state
         .store
@@ -720,12 +732,7 @@ pub async fn export_csv(
     state: web::Data<AppState>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
-    let filter = HistoryFilter {
-        status: InvalidationStatus::parse(&query.status),
-        username: query.user.trim().to_string(),
-        url: query.url.trim().to_string(),
-    };
+    let filter = query.filter();
     let header = csv_record(&[
         "id",
         "created_at",
