@@ -387,7 +387,7 @@ async fn run() {
             let (a, a_lo, a_hi) = median_spread(actual);
             let _ = writeln!(
                 report,
-                "| {} | {size} | {a:.2} ({a_lo:.2}–{a_hi:.2}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2}) |",
+                "| {} | {size} | {a:.3} ({a_lo:.3}–{a_hi:.3}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2}) |",
                 provider.label()
             );
         }
