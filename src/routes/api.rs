@@ -4,7 +4,6 @@
 
 use super::invalidations::{UrlJson, rfc3339};
 use crate::domain::api_token;
-use crate::domain::estimate::describe_millis;
 use crate::domain::status::UrlStatus;
 use crate::domain::url_list;
 use crate::invalidations::{self, InvalidationError, load_settings};
@@ -321,7 +320,7 @@ impl From<crate::store::UrlCounts> for CountsJson {
     }
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     status: Option<String>,
@@ -342,12 +341,7 @@ async fn invalidation_json(
             ))
         })?),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be from 1 to {MAX_PAGE}."
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let progress = state
         .store
         .invalidation_progress(id)
@@ -373,14 +367,22 @@ async fn invalidation_json(
         total: inv.total,
         counts: counts.into(),
         estimated_ms: inv.estimated_ms,
-        estimate: inv.estimated_ms.map_or_else(
-            || crate::domain::estimate::describe(inv.estimated_seconds),
-            describe_millis,
-        ),
+        estimate: super::invalidations::estimate_text(&inv),
         retry_of: inv.retry_of,
         urls: page.urls.into_iter().map(UrlJson::from).collect(),
         urls_next,
     })
+}
+
+/// A page size asked for (`limit`), or the default; refused outside 1 to [`MAX_PAGE`].
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}."
+        )));
+    }
+    Ok(limit)
 }
 
 fn created(json: InvalidationJson) -> HttpResponse {
@@ -423,15 +425,12 @@ pub async fn create(
             Some(format!("api:{k}"))
         }
     };
-    let noop = PageQuery {
-        status: None,
-        after: None,
-        limit: None,
-    };
     if let Some(key) = &key
         && let Some(id) = state.store.find_invalidation_by_key(user.id, key).await?
     {
-        return Ok(created(invalidation_json(&state, id, &noop).await?));
+        return Ok(created(
+            invalidation_json(&state, id, &PageQuery::default()).await?,
+        ));
     }
     let settings = load_settings(&state).await?;
     let urls: Vec<String> = match body.into_inner() {
@@ -522,7 +521,9 @@ pub async fn create(
     });
     let urls = list.urls.iter().map(|u| u.as_str().to_string()).collect();
     let id = invalidations::queue(&state, &user, key, urls, list.duplicates_dropped, None).await?;
-    Ok(created(invalidation_json(&state, id, &noop).await?))
+    Ok(created(
+        invalidation_json(&state, id, &PageQuery::default()).await?,
+    ))
 }
 
 /// `GET /api/v1/invalidations/{id}`: counts, status, estimate and a page of URLs.
@@ -607,12 +608,7 @@ pub async fn list(
             ))
         })?),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be from 1 to {MAX_PAGE}."
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let filter = crate::store::HistoryFilter {
         status,
         username: query.user.trim().to_string(),
@@ -675,12 +671,9 @@ pub async fn retry(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let new_id = invalidations::retry(&state, &user, id.into_inner()).await?;
-    let noop = PageQuery {
-        status: None,
-        after: None,
-        limit: None,
-    };
-    Ok(created(invalidation_json(&state, new_id, &noop).await?))
+    Ok(created(
+        invalidation_json(&state, new_id, &PageQuery::default()).await?,
+    ))
 }
 
 /// Bodies that do not parse, or are too large, answer as problems too.
@@ -748,12 +741,7 @@ pub async fn assets(
     use crate::store::{AssetCount, AssetKey, AssetSort, PageStart};
     let query = query.into_inner();
     let sort = AssetSort::parse(&query.sort);
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be from 1 to {MAX_PAGE}."
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let start = match query.after.as_deref() {
         None => PageStart::First,
         Some(token) => PageStart::After(AssetKey::parse(token, sort).ok_or_else(|| {

@@ -39,6 +39,13 @@ pub struct Summary {
     pub retried_as: Option<i64>,
 }
 
+/// The estimate shown at Continue, in words ("under a second", "about 3 minutes"); whole
+/// seconds for invalidations from before estimates were kept in milliseconds.
+pub(super) fn estimate_text(i: &Invalidation) -> String {
+    i.estimated_ms
+        .map_or_else(|| describe(i.estimated_seconds), describe_millis)
+}
+
 /// Whether the purged URLs are cleared or only accepted, in the page's words: "Accepted by
 /// Akamai Fast Purge; it estimates clearing by …", "Cleared: …". `None` before anything was
 /// accepted.
@@ -103,9 +110,7 @@ impl From<&Invalidation> for Summary {
             } else {
                 100
             },
-            estimate: i
-                .estimated_ms
-                .map_or_else(|| describe(i.estimated_seconds), describe_millis),
+            estimate: estimate_text(i),
             duration,
             provider: serde_json::from_str::<ProviderSnapshot>(&i.provider_settings)
                 .map(|p| p.describe())
