@@ -294,6 +294,8 @@ async fn fresh_install(provider: Provider, size: usize, run: usize) -> (Measure,
                 urls,
                 duplicates_dropped: 0,
                 retry_of: None,
+                scope: cdn_invalidator::cdn::Scope::Urls,
+                covered: Vec::new(),
             },
         )
         .await

@@ -6,6 +6,7 @@ use crate::domain::estimate::estimate;
 use crate::domain::settings::Settings;
 use crate::domain::status::UrlStatus;
 use crate::domain::url_list::{self, HostPolicy};
+use crate::domain::variants::{self, Scope, TargetError};
 use crate::state::AppState;
 use crate::store::{NewInvalidation, ProviderChoice, Store, StoreError, User};
 
@@ -70,6 +71,8 @@ pub async fn queue(
         urls,
         duplicates_dropped,
         retry_of,
+        scope: Scope::Urls,
+        covered: Vec::new(),
     };
     let id = queue_with(&state.store, &state.config.purge, &provider, new).await?;
     state.wake_worker.notify_one();
@@ -83,6 +86,10 @@ pub struct Queued<'a> {
     pub urls: Vec<String>,
     pub duplicates_dropped: usize,
     pub retry_of: Option<i64>,
+    /// What `urls` are (listed URLs, tags, prefixes, sites).
+    pub scope: Scope,
+    /// For tags and prefixes: the template URLs each row clears, by the row's position.
+    pub covered: Vec<(i64, String)>,
 }
 
 /// Stores a new invalidation for `provider` with its estimate: the provider's model (with
@@ -100,10 +107,12 @@ pub async fn queue_with(
         urls,
         duplicates_dropped,
         retry_of,
+        scope,
+        covered,
     } = queued;
     let measured = store.load_measured(&provider.provider).await?;
-    let history = store.estimate_history(&provider.provider).await?;
-    let model = provider.model(config, measured);
+    let history = store.estimate_history(&provider.provider, scope).await?;
+    let model = provider.model_for(scope, config, measured);
     let total = urls.len() as i64;
     let new = NewInvalidation {
         created_by: user.id,
@@ -115,11 +124,190 @@ pub async fn queue_with(
         duplicates_dropped,
         retry_of,
         pacing_key: provider.pacing_key(),
+        scope,
+        covered,
     };
     let id = store
         .create_invalidation(&new, |ahead| estimate(&model, ahead, total, &history))
         .await?;
     tracing::info!(id, user = %user.username, urls = total, "invalidation queued");
+    Ok(id)
+}
+
+/// What an invalidation of every variant of some assets sends: one row per tag, prefix or
+/// site, and the template URLs each row clears (for comparison and for *Check the cache*).
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub scope: Scope,
+    pub rows: Vec<String>,
+    /// (position of the row, template URL) pairs.
+    pub covered: Vec<(i64, String)>,
+}
+
+impl Targets {
+    /// The template URLs that row `position` clears.
+    pub fn covered_by(&self, position: usize) -> impl Iterator<Item = &str> {
+        self.covered
+            .iter()
+            .filter(move |(p, _)| *p == position as i64)
+            .map(|(_, u)| u.as_str())
+    }
+}
+
+/// Why the active provider cannot send `scope`, when it cannot.
+pub fn scope_refusal(snapshot: &ProviderSnapshot, scope: Scope) -> Option<String> {
+    if scope == Scope::Urls || snapshot.scopes().contains(&scope) {
+        return None;
+    }
+    let who = snapshot.kind().map_or("This provider", |k| k.short_name());
+    Some(match scope {
+        Scope::Everything => format!("{who} offers no way to purge everything from here."),
+        _ => format!("{who} cannot purge by {}: only listed URLs.", scope.label()),
+    })
+}
+
+/// The rows and covered URLs of an invalidation of every variant of `asset_ids` by `scope`
+/// (tags or prefixes), checked against the provider's tag rules and the host policy. Every
+/// refused asset is named; nothing is queued unless all pass.
+pub fn plan_variants(
+    settings: &Settings,
+    policy: &HostPolicy,
+    snapshot: &ProviderSnapshot,
+    scope: Scope,
+    asset_ids: &[&str],
+) -> Result<Targets, Vec<TargetError>> {
+    let refuse = |asset_id: &str, reason: String| {
+        vec![TargetError {
+            asset_id: asset_id.to_string(),
+            reason,
+        }]
+    };
+    if let Some(reason) = scope_refusal(snapshot, scope) {
+        return Err(refuse("", reason));
+    }
+    if asset_ids.is_empty() {
+        return Err(refuse(
+            "",
+            "no asset is selected: tick the assets whose variants to clear.".into(),
+        ));
+    }
+    let mut targets = Targets {
+        scope,
+        ..Targets::default()
+    };
+    let mut errors = Vec::new();
+    for id in asset_ids {
+        let urls = settings.template.expand(id);
+        match scope {
+            Scope::Tags => {
+                let rules = snapshot
+                    .kind()
+                    .map(|k| k.tag_rules())
+                    .unwrap_or(cdn::TagRules::header_list("the provider", 1024));
+                if let Err(reason) = rules.check(id) {
+                    errors.push(TargetError {
+                        asset_id: id.to_string(),
+                        reason: format!("tag \"{id}\" {reason}"),
+                    });
+                    continue;
+                }
+                let position = targets.rows.len() as i64;
+                targets.rows.push(id.to_string());
+                targets
+                    .covered
+                    .extend(urls.into_iter().map(|u| (position, u)));
+            }
+            Scope::Prefixes => {
+                let prefixes = match variants::prefixes(&settings.template, id) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        errors.push(TargetError {
+                            asset_id: id.to_string(),
+                            reason,
+                        });
+                        continue;
+                    }
+                };
+                if let Some(p) = prefixes.iter().find(|p| !policy.allows(p)) {
+                    errors.push(TargetError {
+                        asset_id: id.to_string(),
+                        reason: format!(
+                            "the prefix {p} is not on the publish server or an allowed host."
+                        ),
+                    });
+                    continue;
+                }
+                let first = targets.rows.len();
+                targets
+                    .rows
+                    .extend(prefixes.iter().map(|p| p.as_str().to_string()));
+                for url in urls {
+                    let at = prefixes
+                        .iter()
+                        .position(|p| url.starts_with(p.as_str()))
+                        .unwrap_or(0);
+                    targets.covered.push(((first + at) as i64, url));
+                }
+            }
+            Scope::Urls | Scope::Everything => {
+                return Err(refuse(id, "not a scope of variants".into()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(targets)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The sites an admin's *Purge everything* clears: the publish server's and each allowed
+/// host's root (`https://host/`); providers that purge a whole zone or service send one
+/// request whatever they are.
+pub fn everything(settings: &Settings) -> Targets {
+    let mut rows: Vec<String> = Vec::new();
+    if let Some(server) = &settings.publish_server {
+        let base = server.image_base();
+        let root = base.trim_end_matches("is/image/").to_string();
+        rows.push(root);
+    }
+    for host in &settings.allowed_hosts {
+        let root = format!("https://{host}/");
+        if !rows.contains(&root) {
+            rows.push(root);
+        }
+    }
+    Targets {
+        scope: Scope::Everything,
+        rows,
+        covered: Vec::new(),
+    }
+}
+
+/// Queues an invalidation of `targets` (tags, prefixes or everything) with the active
+/// provider, as [`queue`] does for URLs.
+pub async fn queue_targets(
+    state: &AppState,
+    user: &User,
+    idempotency_key: String,
+    targets: Targets,
+    retry_of: Option<i64>,
+) -> Result<i64, InvalidationError> {
+    let provider = active_snapshot(&state.store.load_provider().await?);
+    if let Some(reason) = scope_refusal(&provider, targets.scope) {
+        return Err(InvalidationError::NotAllowed(reason));
+    }
+    let new = Queued {
+        user,
+        idempotency_key,
+        urls: targets.rows,
+        duplicates_dropped: 0,
+        retry_of,
+        scope: targets.scope,
+        covered: targets.covered,
+    };
+    let id = queue_with(&state.store, &state.config.purge, &provider, new).await?;
+    state.wake_worker.notify_one();
     Ok(id)
 }
 

@@ -1,7 +1,7 @@
 //! The purge worker: takes queued invalidations, drives a provider, records each URL's outcome.
 
 use crate::cdn::{
-    self, Attempt, Batch, Context, Measured, Poll, ProviderSnapshot, PurgeConfig, Purger,
+    self, Attempt, Batch, Context, Measured, Poll, ProviderSnapshot, PurgeConfig, Purger, Scope,
 };
 use crate::domain::settings::Settings;
 use crate::domain::url_list::HostPolicy;
@@ -131,26 +131,31 @@ impl Recorder {
     }
 }
 
+/// A row to send and, unless it is a tag, its URL (a URL, a prefix, a site's root).
+type Item = (InvalidationUrl, Option<Url>);
+
 /// What of a sent batch goes again: URLs to retry after `wait`, and URLs the cache never got
 /// to, at once.
 struct Resend {
-    again: Vec<(InvalidationUrl, Url)>,
+    again: Vec<Item>,
     wait: Duration,
-    unanswered: Vec<(InvalidationUrl, Url)>,
+    unanswered: Vec<Item>,
 }
 
 /// `urls` split into the provider's batches, in order.
-fn batches(
-    purger: &dyn Purger,
-    urls: Vec<(InvalidationUrl, Url)>,
-) -> Vec<Vec<(InvalidationUrl, Url)>> {
+fn batches(purger: &dyn Purger, scope: Scope, urls: Vec<Item>) -> Vec<Vec<Item>> {
     if urls.is_empty() {
         return Vec::new();
     }
-    let parsed: Vec<Url> = urls.iter().map(|(_, u)| u.clone()).collect();
+    let sizes = if scope == Scope::Urls {
+        let parsed: Vec<Url> = urls.iter().filter_map(|(_, u)| u.clone()).collect();
+        purger.batch_sizes(&parsed)
+    } else {
+        let size = purger.batch_size(scope).max(1);
+        vec![size; urls.len().div_ceil(size)]
+    };
     let mut rest = urls.into_iter();
-    let mut out: Vec<Vec<_>> = purger
-        .batch_sizes(&parsed)
+    let mut out: Vec<Vec<_>> = sizes
         .into_iter()
         .map(|size| rest.by_ref().take(size.max(1)).collect::<Vec<_>>())
         .filter(|batch| !batch.is_empty())
@@ -281,6 +286,8 @@ struct Run<'a> {
     timings: std::sync::Mutex<Vec<(f64, usize)>>,
     purger: &'a dyn Purger,
     policy: &'a HostPolicy,
+    /// What the rows are.
+    scope: Scope,
 }
 
 impl Worker {
@@ -450,6 +457,7 @@ impl Worker {
                     timings: std::sync::Mutex::default(),
                     purger: purger.as_ref(),
                     policy: &policy,
+                    scope: claimed.scope,
                 };
                 let sent = self.purge_all(&run, pending).await;
                 let timings = std::mem::take(&mut *run.timings.lock().expect("timings"));
@@ -576,13 +584,32 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let mut ready = Vec::new();
         for url in pending {
+            if run.scope == Scope::Tags {
+                if url.attempts < i64::from(self.config().max_attempts) {
+                    ready.push((url, None));
+                    continue;
+                }
+                let outcome = UrlOutcome {
+                    status: UrlStatus::Failed,
+                    attempts: url.attempts,
+                    http_status: url.http_status,
+                    error: Some(
+                        url.error
+                            .clone()
+                            .unwrap_or_else(|| "no attempts left".into()),
+                    ),
+                    batch_id: None,
+                };
+                recorder.record(url.id, outcome).await?;
+                continue;
+            }
             let refused = match Url::parse(&url.url) {
                 Ok(parsed) if !run.policy.allows(&parsed) => Some((
                     None,
                     "not sent: its host is no longer the publish server or an allowed host".into(),
                 )),
                 Ok(parsed) if url.attempts < i64::from(self.config().max_attempts) => {
-                    ready.push((url, parsed));
+                    ready.push((url, Some(parsed)));
                     continue;
                 }
                 Ok(_) => Some((
@@ -604,7 +631,7 @@ impl Worker {
                 recorder.record(url.id, outcome).await?;
             }
         }
-        let mut queue: VecDeque<Vec<(InvalidationUrl, Url)>> = batches(run.purger, ready).into();
+        let mut queue: VecDeque<Vec<Item>> = batches(run.purger, run.scope, ready).into();
         // A provider with a cap on work in progress is fed one batch at a time.
         let concurrency = if run.purger.max_pending().is_some() {
             1
@@ -612,8 +639,7 @@ impl Worker {
             self.config().concurrency.max(1)
         };
         // Requests waiting to be sent again, earliest first.
-        let mut waiting: BTreeMap<(tokio::time::Instant, u64), Vec<(InvalidationUrl, Url)>> =
-            BTreeMap::new();
+        let mut waiting: BTreeMap<(tokio::time::Instant, u64), Vec<Item>> = BTreeMap::new();
         let mut sequence = 0u64;
         let mut in_flight = FuturesUnordered::new();
         loop {
@@ -646,7 +672,7 @@ impl Worker {
                     // that hangs is sent one URL per request).
                     let now = tokio::time::Instant::now();
                     for (due, urls) in [(now, resend.unanswered), (now + resend.wait, resend.again)] {
-                        for batch in batches(run.purger, urls) {
+                        for batch in batches(run.purger, run.scope, urls) {
                             sequence += 1;
                             waiting.insert((due, sequence), batch);
                         }
@@ -677,7 +703,7 @@ impl Worker {
     async fn send_batch(
         &self,
         run: &Run<'_>,
-        pending: Vec<(InvalidationUrl, Url)>,
+        pending: Vec<Item>,
         recorder: &Recorder,
     ) -> anyhow::Result<Resend> {
         self.wait_for_room(run, pending.len()).await?;
@@ -686,10 +712,16 @@ impl Worker {
         if !self.holds(run.id).await? {
             anyhow::bail!("lost the lease on invalidation {}", run.id);
         }
-        let (rows, urls): (Vec<InvalidationUrl>, Vec<Url>) = pending.into_iter().unzip();
+        let (rows, parsed): (Vec<InvalidationUrl>, Vec<Option<Url>>) = pending.into_iter().unzip();
         let batch = Batch {
+            scope: run.scope,
             reference: batch_reference(run.id, &rows),
-            urls,
+            urls: parsed.iter().flatten().cloned().collect(),
+            tags: if run.scope == Scope::Tags {
+                rows.iter().map(|r| r.url.clone()).collect()
+            } else {
+                Vec::new()
+            },
         };
         let started = std::time::Instant::now();
         let mut result = run.purger.purge(&batch).await;
@@ -750,7 +782,7 @@ impl Worker {
         let mut unanswered = Vec::new();
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut wait = Duration::ZERO;
-        for ((mut url, parsed), attempt) in rows.into_iter().zip(batch.urls).zip(result.attempts) {
+        for ((mut url, parsed), attempt) in rows.into_iter().zip(parsed).zip(result.attempts) {
             // A request the cache never got to is not one of the URL's attempts: it goes again
             // at once, without the backoff of the request that held it up.
             let counts = !matches!(attempt, Attempt::Unanswered { .. });

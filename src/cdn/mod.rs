@@ -24,6 +24,7 @@ pub use crate::domain::estimate::{Bucket, Measured, Model, OVERHEAD_MS, Sending}
 pub use crate::domain::settings::FieldError;
 /// Lines of a [`FieldKind::Lines`] value, trimmed, blank ones dropped, with 1-based numbers.
 pub use crate::domain::settings::non_blank_lines as lines;
+pub use crate::domain::variants::{Scope, TagRules};
 pub use form::{ProviderUpdate, apply_form};
 
 /// Every provider, in the order the settings page lists them. The first is the default.
@@ -95,12 +96,57 @@ impl PurgeResult {
     }
 }
 
-/// One request's worth of URLs. `reference` is stable for the same URLs of the same
-/// invalidation, so a provider with idempotency keys (CloudFront `CallerReference`) can use it.
-#[derive(Debug, Clone)]
+/// One request's worth of URLs, tags or prefixes. `reference` is stable for the same rows of
+/// the same invalidation, so a provider with idempotency keys (CloudFront `CallerReference`)
+/// can use it.
+///
+/// What the rows are depends on `scope`: [`Scope::Urls`] fills `urls` with the URLs;
+/// [`Scope::Prefixes`] fills `urls` with prefixes (everything starting with one is purged);
+/// [`Scope::Tags`] fills `tags`; [`Scope::Everything`] fills `urls` with the root of each
+/// site (`https://host/`) for providers that clear by host, and the others ignore them.
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
+    pub scope: Scope,
     pub urls: Vec<Url>,
+    pub tags: Vec<String>,
     pub reference: String,
+}
+
+impl Batch {
+    /// A batch of listed URLs.
+    pub fn of_urls(urls: Vec<Url>, reference: String) -> Self {
+        Self {
+            scope: Scope::Urls,
+            urls,
+            tags: Vec::new(),
+            reference,
+        }
+    }
+
+    /// Rows in the batch, whatever they are.
+    pub fn len(&self) -> usize {
+        match self.scope {
+            Scope::Tags => self.tags.len(),
+            _ => self.urls.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The answer for a batch of a scope the provider cannot send (never queued: the page and
+/// the API refuse scopes the active provider lacks; this guards a changed provider).
+pub fn unsupported(batch: &Batch, who: &str) -> PurgeResult {
+    PurgeResult::all(
+        batch.len(),
+        Attempt::Fail {
+            http_status: None,
+            reason: format!("{who} cannot purge by {}", batch.scope.label()),
+        },
+        None,
+    )
 }
 
 /// Where a purge that finishes later stands.
@@ -117,6 +163,12 @@ pub trait Purger: Send + Sync {
     /// Sizes of the requests `urls` should be split into, in order (they sum to `urls.len()`).
     fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
         vec![1; urls.len()]
+    }
+
+    /// Most rows of `scope` (tags, prefixes, sites) per request; URLs use
+    /// [`Purger::batch_sizes`].
+    fn batch_size(&self, _scope: Scope) -> usize {
+        1
     }
 
     /// Sends one batch.
@@ -219,6 +271,26 @@ pub trait ProviderKind: Send + Sync {
     fn pacing_key(&self, _values: &Values) -> Option<String> {
         None
     }
+    /// The scopes besides listed URLs this provider can purge with `values`: tags, prefixes,
+    /// everything. Listed URLs are always supported.
+    fn scopes(&self, _values: &Values) -> Vec<Scope> {
+        Vec::new()
+    }
+    /// What the provider accepts as a tag (only asked when it supports [`Scope::Tags`]).
+    fn tag_rules(&self) -> TagRules {
+        TagRules::header_list(self.short_name(), 1024)
+    }
+    /// How this provider takes purges of `scope` (see [`ProviderKind::model`], which is the
+    /// model for listed URLs and the default for every scope).
+    fn model_for(
+        &self,
+        _scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        self.model(values, config, measured)
+    }
     /// A purger for validated `values` (secrets included).
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>>;
 }
@@ -296,6 +368,26 @@ impl ProviderSnapshot {
             },
             |k| k.model(&self.values, config, measured),
         )
+    }
+
+    /// See [`ProviderKind::model_for`].
+    pub fn model_for(
+        &self,
+        scope: Scope,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        match self.kind() {
+            Some(k) if scope != Scope::Urls => k.model_for(scope, &self.values, config, measured),
+            _ => self.model(config, measured),
+        }
+    }
+
+    /// The scopes this snapshot's provider supports besides listed URLs.
+    pub fn scopes(&self) -> Vec<Scope> {
+        self.kind()
+            .map(|k| k.scopes(&self.values))
+            .unwrap_or_default()
     }
 
     /// See [`ProviderKind::pacing_key`]; empty when the provider has no shared budget.

@@ -12,6 +12,7 @@ pub mod template;
 pub mod throttle;
 pub mod url_list;
 pub mod username;
+pub mod variants;
 
 pub use asset::{AssetId, AssetKind};
 pub use publish_server::PublishServer;

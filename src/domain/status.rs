@@ -73,6 +73,17 @@ macro_rules! text_enum {
 }
 
 text_enum!(
+    /// What the rows of an invalidation are, and so what its requests carry (see
+    /// [`crate::domain::variants`]).
+    Scope {
+        Urls => "urls",
+        Tags => "tags",
+        Prefixes => "prefixes",
+        Everything => "everything",
+    }
+);
+
+text_enum!(
     /// Where an invalidation is in its life.
     InvalidationStatus {
         Queued => "queued",

@@ -148,6 +148,30 @@ impl InvalidationTemplate {
             .collect()
     }
 
+    /// Each line expanded for one asset and cut right after the (first) `<ID>` in its path,
+    /// without query: the asset's path prefixes. `None` for a line whose `<ID>` is not in its
+    /// path (only in its query).
+    pub fn expand_cut(&self, asset_id: &str) -> Vec<Option<String>> {
+        self.lines
+            .iter()
+            .map(|line| {
+                let text = match line {
+                    Line::Absolute(t) | Line::Relative(t) => t,
+                };
+                let at = text.find(PLACEHOLDER)?;
+                let head = &text[..at];
+                if head.contains(['?', '#']) {
+                    return None;
+                }
+                let cut = match line {
+                    Line::Absolute(_) => Line::Absolute(text[..at + PLACEHOLDER.len()].into()),
+                    Line::Relative(_) => Line::Relative(text[..at + PLACEHOLDER.len()].into()),
+                };
+                Some(expand_line(&cut, self.publish_server.as_ref(), asset_id))
+            })
+            .collect()
+    }
+
     /// The URLs for many assets: asset order, then template order, duplicates dropped.
     pub fn expand_all<'a>(&self, asset_ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();

@@ -59,6 +59,7 @@ struct InvalidationRow {
     finished_at: Option<i64>,
     retry_of: Option<i64>,
     pacing_key: String,
+    scope: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -87,6 +88,14 @@ struct UrlRow {
     error: Option<String>,
     finished_at: Option<i64>,
     batch_id: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CoveredRow {
+    id: i64,
+    invalidation_id: i64,
+    target_position: i64,
+    url: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -180,13 +189,15 @@ impl Store {
             tables.push(("invalidations", copy_table!(self, tx, InvalidationRow, "invalidations", i64, 0,
                 [id, created_by, created_at, idempotency_key, status, provider, provider_settings,
                  total, duplicates_dropped, estimated_seconds, model_ms, estimated_ms, started_at,
-                 finished_at, retry_of, pacing_key])));
+                 finished_at, retry_of, pacing_key, scope])));
             tables.push(("purge_batches", copy_table!(self, tx, BatchRow, "purge_batches", i64, 0,
                 [id, invalidation_id, reference, provider_id, support_id, estimated_seconds,
                  url_count, status, created_at, completed_at])));
             tables.push(("invalidation_urls", copy_table!(self, tx, UrlRow, "invalidation_urls", i64, 0,
                 [id, invalidation_id, position, url, status, attempts, http_status, error,
                  finished_at, batch_id])));
+            tables.push(("covered_urls", copy_table!(self, tx, CoveredRow, "covered_urls", i64, 0,
+                [id, invalidation_id, target_position, url])));
             tables.push(("api_tokens", copy_table!(self, tx, ApiTokenRow, "api_tokens", i64, 0,
                 [id, user_id, name, token_hash, created_at, last_used_at, revoked_at])));
             tx.commit().await?;
@@ -200,6 +211,7 @@ impl Store {
                 "invalidations",
                 "purge_batches",
                 "invalidation_urls",
+                "covered_urls",
                 "login_failures",
                 "api_tokens",
             ] {

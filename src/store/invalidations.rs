@@ -2,6 +2,7 @@ use super::assets::like_pattern;
 use super::{Lock, Pool, Result, Store, TxLock, is_unique_violation, now_millis};
 use crate::domain::estimate::{Estimate, Past};
 use crate::domain::status::{InvalidationStatus, UrlStatus};
+use crate::domain::variants::Scope;
 use std::time::Duration;
 
 /// What Continue stores, before anything is sent.
@@ -17,6 +18,10 @@ pub struct NewInvalidation {
     /// The provider account whose rate limits this invalidation's sending must share
     /// (empty: none); one worker at a time sends to an account.
     pub pacing_key: String,
+    /// What `urls` are: URLs, tags, prefixes or sites.
+    pub scope: Scope,
+    /// For tags and prefixes: the template URLs each row clears, by the row's position.
+    pub covered: Vec<(i64, String)>,
 }
 
 /// An invalidation with its counts.
@@ -41,6 +46,8 @@ pub struct Invalidation {
     pub finished_at: Option<i64>,
     pub retry_of: Option<i64>,
     pub retried_as: Option<i64>,
+    /// What the rows are (`urls`, `tags`, `prefixes`, `everything`).
+    pub scope: Scope,
 }
 
 /// One URL of an invalidation and its outcome so far.
@@ -168,7 +175,7 @@ pub struct BatchPage {
 
 const INVALIDATION_SELECT: &str = "
     SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
-           i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of,
+           i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'succeeded') AS succeeded,
            (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'failed') AS failed,
            (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
@@ -190,6 +197,7 @@ pub struct ClaimedInvalidation {
     pub provider_settings: String,
     pub created_at: i64,
     pub pacing_key: String,
+    pub scope: Scope,
 }
 
 const URL_COLUMNS: &str = "id, url, status, attempts, http_status, error, finished_at";
@@ -247,6 +255,18 @@ impl Store {
                      WITH ORDINALITY AS e (url, ord)"
             }
         };
+        let covered_json =
+            serde_json::to_string(&new.covered).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let insert_covered = match self.pool {
+            Pool::Sqlite(_) => {
+                "INSERT INTO covered_urls (invalidation_id, target_position, url)
+                 SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($2)"
+            }
+            Pool::Postgres(_) => {
+                "INSERT INTO covered_urls (invalidation_id, target_position, url)
+                 SELECT $1, (e ->> 0)::bigint, e ->> 1 FROM jsonb_array_elements($2::jsonb) AS e"
+            }
+        };
         let created = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             tx.lock(Lock::Queue).await?;
@@ -254,8 +274,8 @@ impl Store {
             // instead of failing to upgrade a read transaction.
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO invalidations (created_by, created_at, idempotency_key, status, provider,
-                     provider_settings, total, duplicates_dropped, estimated_seconds, retry_of, pacing_key)
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, 0, $8, $9) RETURNING id",
+                     provider_settings, total, duplicates_dropped, estimated_seconds, retry_of, pacing_key, scope)
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, 0, $8, $9, $10) RETURNING id",
             )
             .bind(new.created_by)
             .bind(now_millis())
@@ -266,6 +286,7 @@ impl Store {
             .bind(new.duplicates_dropped as i64)
             .bind(new.retry_of)
             .bind(&new.pacing_key)
+            .bind(new.scope.as_str())
             .fetch_one(&mut *tx)
             .await;
             match inserted {
@@ -295,6 +316,13 @@ impl Store {
                         .bind(&urls_json)
                         .execute(&mut *tx)
                         .await?;
+                    if !new.covered.is_empty() {
+                        sqlx::query(insert_covered)
+                            .bind(id)
+                            .bind(&covered_json)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     Ok(id)
                 }
@@ -334,15 +362,16 @@ impl Store {
     /// The most recent finished invalidations with `provider` that had a model estimate:
     /// their size, the model's figure and what they took (Continue to finished).
     #[tracing::instrument(skip(self))]
-    pub async fn estimate_history(&self, provider: &str) -> Result<Vec<Past>> {
+    pub async fn estimate_history(&self, provider: &str, scope: Scope) -> Result<Vec<Past>> {
         let rows: Vec<(i64, i64, i64)> = with_pool!(self, p => {
             sqlx::query_as(
                 "SELECT total, model_ms, finished_at - created_at FROM invalidations
                  WHERE provider = $1 AND finished_at IS NOT NULL AND model_ms IS NOT NULL
-                   AND status <> 'failed'
+                   AND status <> 'failed' AND scope = $2
                  ORDER BY id DESC LIMIT 20",
             )
             .bind(provider)
+            .bind(scope.as_str())
             .fetch_all(p)
             .await
         })?;
@@ -556,7 +585,7 @@ impl Store {
             "UPDATE invalidations SET status = 'running', started_at = COALESCE(started_at, $3),
                  lease_owner = $1, lease_until = $2
              WHERE id = ({CLAIMABLE}{row_lock})
-             RETURNING id, provider_settings, created_at, pacing_key"
+             RETURNING id, provider_settings, created_at, pacing_key, scope"
         );
         Ok(with_pool!(self, p => {
             let mut tx = p.begin().await?;

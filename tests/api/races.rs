@@ -134,6 +134,8 @@ async fn concurrent_submits_each_count_the_urls_queued_before_them() {
             duplicates_dropped: 0,
             retry_of: None,
             pacing_key: String::new(),
+            scope: cdn_invalidator::cdn::Scope::Urls,
+            covered: Vec::new(),
         })
         .collect();
     let ids = join_all(news.iter().enumerate().map(|(i, new)| {
@@ -176,6 +178,8 @@ async fn queue_some(store: &Store, count: usize, pacing_key: &str) -> Vec<i64> {
             duplicates_dropped: 0,
             retry_of: None,
             pacing_key: pacing_key.into(),
+            scope: cdn_invalidator::cdn::Scope::Urls,
+            covered: Vec::new(),
         };
         ids.push(
             store

@@ -534,6 +534,8 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
                 duplicates_dropped: 0,
                 retry_of: None,
                 pacing_key: snapshot.pacing_key(),
+                scope: cdn_invalidator::cdn::Scope::Urls,
+                covered: Vec::new(),
             },
             |_| Default::default(),
         )
