@@ -633,7 +633,7 @@ impl Worker {
         }
         let mut queue: VecDeque<Vec<Item>> = batches(run.purger, run.scope, ready).into();
         // A provider with a cap on work in progress is fed one batch at a time.
-        let concurrency = if run.purger.max_pending().is_some() {
+        let concurrency = if run.purger.max_pending_for(run.scope).is_some() {
             1
         } else {
             self.config().concurrency.max(1)
@@ -685,11 +685,11 @@ impl Worker {
 
     /// Waits until `count` more URLs fit under the provider's cap on work in progress.
     async fn wait_for_room(&self, run: &Run<'_>, count: usize) -> anyhow::Result<()> {
-        let Some(cap) = run.purger.max_pending() else {
+        let Some((cap, counted)) = run.purger.max_pending_for(run.scope) else {
             return Ok(());
         };
         loop {
-            let in_progress = self.store.count_submitted_urls().await? as usize;
+            let in_progress = self.store.count_submitted(&counted).await? as usize;
             if in_progress == 0 || in_progress + count <= cap {
                 return Ok(());
             }

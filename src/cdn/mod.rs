@@ -179,6 +179,16 @@ pub trait Purger: Send + Sync {
         None
     }
 
+    /// Most rows of `scope` that may be pending at once, and which scopes' pending rows count
+    /// against that cap (CloudFront: 3,000 paths, and separately 15 wildcard paths). The
+    /// default is [`Purger::max_pending`] over listed URLs.
+    fn max_pending_for(&self, scope: Scope) -> Option<(usize, Vec<Scope>)> {
+        match scope {
+            Scope::Urls => self.max_pending().map(|cap| (cap, vec![Scope::Urls])),
+            _ => None,
+        }
+    }
+
     /// Asks whether the purge with `provider_id` has completed (for [`Attempt::Pending`]).
     fn poll<'a>(&'a self, _provider_id: &'a str) -> BoxFuture<'a, Poll> {
         Box::pin(async { Poll::Completed })

@@ -884,13 +884,24 @@ impl Store {
         Ok(())
     }
 
-    /// URLs accepted by providers and not completed yet, over every unfinished invalidation
-    /// (CloudFront allows a fixed number in progress).
-    pub async fn count_submitted_urls(&self) -> Result<i64> {
+    /// Rows accepted by providers and not completed yet, over every unfinished invalidation
+    /// whose scope is one of `scopes` (CloudFront allows a fixed number of paths in progress,
+    /// and separately of wildcard paths).
+    pub async fn count_submitted(&self, scopes: &[Scope]) -> Result<i64> {
+        let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        let names = serde_json::to_string(&names).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let sql = match self.pool {
+            Pool::Sqlite(_) => {
+                "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
+                 WHERE x.status = 'submitted' AND i.scope IN (SELECT value FROM json_each($1))"
+            }
+            Pool::Postgres(_) => {
+                "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
+                 WHERE x.status = 'submitted' AND i.scope IN (SELECT jsonb_array_elements_text($1::jsonb))"
+            }
+        };
         Ok(with_pool!(self, p => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM invalidation_urls WHERE status = 'submitted'")
-                .fetch_one(p)
-                .await
+            sqlx::query_scalar(sql).bind(&names).fetch_one(p).await
         })?)
     }
 
