@@ -378,6 +378,51 @@ impl Browser {
         .await
     }
 
+    /// As an admin: sets how an asset maps to what the cache knows (`urls`, `tags` or
+    /// `prefixes`) and the header the origin labels responses with, keeping other settings.
+    pub async fn save_variants(&self, variants: &str, tag_header: &str) -> reqwest::Response {
+        let token = self.csrf_from("/settings/variants").await;
+        self.post_form(
+            "/settings/variants",
+            &[
+                ("variants", variants),
+                ("tag_header", tag_header),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Ticks `asset_ids`, opens Invalidate CDN and presses Continue choosing `scope`
+    /// (`tags` or `prefixes`: every cached variant); returns the response.
+    pub async fn continue_variants(&self, asset_ids: &[&str], scope: &str) -> reqwest::Response {
+        let (status, page) = self.open_invalidate(asset_ids).await;
+        assert_eq!(status, StatusCode::OK);
+        let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+        let key =
+            attr(&page, "input[name=idempotency_key]", "value").expect("idempotency_key field");
+        let mut fields: Vec<(&str, &str)> = asset_ids.iter().map(|id| ("asset_id", *id)).collect();
+        fields.extend([
+            ("scope", scope),
+            ("urls", ""),
+            ("idempotency_key", key.as_str()),
+            ("csrf_token", token.as_str()),
+        ]);
+        self.post_form("/invalidations", &fields).await
+    }
+
+    /// [`Browser::continue_variants`] that must be accepted; returns the invalidation id.
+    pub async fn invalidate_variants(&self, asset_ids: &[&str], scope: &str) -> i64 {
+        let r = self.continue_variants(asset_ids, scope).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "Continue refused: {}",
+            r.text().await.unwrap()
+        );
+        invalidation_id(&r)
+    }
+
     /// Opens a blank Invalidate CDN page, pastes `urls`, presses Continue; returns the invalidation id.
     pub async fn invalidate_urls(&self, urls: &str) -> i64 {
         let page = self.page("/invalidate").await;
