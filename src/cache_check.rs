@@ -7,7 +7,7 @@
 
 use crate::domain::freshness::{Freshness, ProbeAnswer, classify};
 use crate::domain::settings::Settings;
-use crate::domain::status::UrlStatus;
+use crate::domain::status::{Scope, UrlStatus};
 use crate::invalidations::InvalidationError;
 use crate::store::{CacheCheck, InvalidationUrl, Store, now_millis};
 use futures_util::StreamExt;
@@ -43,9 +43,17 @@ pub async fn start(store: &Store, user_id: i64, id: i64) -> Result<bool, Invalid
             "Invalidation #{id} is still running: check the cache once it has finished."
         )));
     }
-    let mut urls = store
-        .invalidation_urls_with_status(id, UrlStatus::Succeeded)
-        .await?;
+    // A tag or prefix was cleared: its proof is the template's URLs of each asset.
+    let covered = matches!(inv.scope, Scope::Tags | Scope::Prefixes);
+    let mut urls = if covered {
+        store.covered_to_check(id).await?
+    } else if inv.scope == Scope::Everything {
+        Vec::new()
+    } else {
+        store
+            .invalidation_urls_with_status(id, UrlStatus::Succeeded)
+            .await?
+    };
     if urls.is_empty() {
         return Err(InvalidationError::NothingToRetry(format!(
             "Invalidation #{id} has no purged URLs to check."
@@ -63,7 +71,7 @@ pub async fn start(store: &Store, user_id: i64, id: i64) -> Result<bool, Invalid
     let store = store.clone();
     tokio::spawn(async move {
         let allows = move |u: &Url| policy.allows(u);
-        if let Err(e) = run(&store, id, urls, &allows).await {
+        if let Err(e) = run(&store, id, urls, covered, &allows).await {
             tracing::warn!(id, error = %e, "cache check failed");
         }
         if let Err(e) = store.finish_cache_check(id, now_millis()).await {
@@ -83,6 +91,7 @@ async fn run(
     store: &Store,
     id: i64,
     urls: Vec<InvalidationUrl>,
+    covered: bool,
     allows: &(dyn Fn(&Url) -> bool + Sync),
 ) -> anyhow::Result<()> {
     let client = client()?;
@@ -93,6 +102,7 @@ async fn run(
             let check = check_one(client, &u, allows, deadline).await;
             CacheCheck {
                 url_id: u.id,
+                covered,
                 ..check
             }
         }
@@ -133,6 +143,7 @@ async fn check_one(
 ) -> CacheCheck {
     let unknown = |detail: String| CacheCheck {
         url_id: url.id,
+        covered: false,
         freshness: Freshness::Unknown,
         http_status: None,
         detail,
@@ -155,6 +166,7 @@ async fn check_one(
     let (freshness, detail) = classify(&answer, since_purge);
     CacheCheck {
         url_id: url.id,
+        covered: false,
         freshness,
         http_status: answer.http_status.map(i64::from),
         detail,

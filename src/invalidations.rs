@@ -338,6 +338,9 @@ pub async fn retry(state: &AppState, user: &User, id: i64) -> Result<i64, Invali
         .invalidation_urls_with_status(id, UrlStatus::Failed)
         .await?;
     let settings = load_settings(state).await?;
+    if inv.scope != Scope::Urls {
+        return retry_targets(state, user, id, inv.scope, failed, &settings).await;
+    }
     let text = failed
         .iter()
         .map(|u| u.url.as_str())
@@ -360,6 +363,44 @@ pub async fn retry(state: &AppState, user: &User, id: i64) -> Result<i64, Invali
     }
     let urls = failed.into_iter().map(|u| u.url).collect();
     queue(state, user, format!("retry-of-{id}"), urls, 0, Some(id)).await
+}
+
+/// [`retry`] of a tag, prefix or everything invalidation: the failed rows again, each with
+/// the template URLs it clears; prefixes and sites pass the current host policy first.
+async fn retry_targets(
+    state: &AppState,
+    user: &User,
+    id: i64,
+    scope: Scope,
+    failed: Vec<crate::store::InvalidationUrl>,
+    settings: &Settings,
+) -> Result<i64, InvalidationError> {
+    let rows: Vec<String> = failed.into_iter().map(|u| u.url).collect();
+    if scope != Scope::Tags {
+        let policy = host_policy(&state.store, settings).await?;
+        let refused: Vec<String> = rows
+            .iter()
+            .filter(|r| !url::Url::parse(r).is_ok_and(|u| policy.allows(&u)))
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            return Err(InvalidationError::NotAllowed(format!(
+                "Nothing was retried: the settings no longer allow {}",
+                refused.join(", ")
+            )));
+        }
+    }
+    let (all_covered, _) = state.store.covered_urls(id, i64::MAX).await?;
+    let covered = all_covered
+        .into_iter()
+        .filter_map(|(url, by)| rows.iter().position(|r| *r == by).map(|p| (p as i64, url)))
+        .collect();
+    let targets = Targets {
+        scope,
+        rows,
+        covered,
+    };
+    queue_targets(state, user, format!("retry-of-{id}"), targets, Some(id)).await
 }
 
 /// Queues a new invalidation of the URLs the last cache check of `id` found stale (*Invalidate

@@ -17,3 +17,11 @@ CREATE TABLE covered_urls (
     detail          TEXT
 );
 CREATE INDEX covered_urls_by_invalidation ON covered_urls (invalidation_id, target_position);
+
+-- What Check the cache found, for listed URLs (cache_checks) and covered URLs alike.
+CREATE VIEW cache_check_results AS
+    SELECT c.invalidation_id, c.freshness, c.detail, u.url, u.position, u.id AS row_id
+    FROM cache_checks c JOIN invalidation_urls u ON u.id = c.url_id
+    UNION ALL
+    SELECT k.invalidation_id, k.freshness, k.detail, k.url, k.target_position, k.id
+    FROM covered_urls k WHERE k.freshness IS NOT NULL;

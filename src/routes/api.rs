@@ -6,6 +6,7 @@ use super::invalidations::{UrlJson, rfc3339};
 use crate::domain::api_token;
 use crate::domain::status::UrlStatus;
 use crate::domain::url_list;
+use crate::domain::variants::Scope;
 use crate::invalidations::{self, InvalidationError, load_settings};
 use crate::state::AppState;
 use crate::store::{StoreError, User};
@@ -274,12 +275,19 @@ pub struct NewInvalidationBody {
     urls: Option<Vec<String>>,
     #[serde(default)]
     assets: Option<Vec<String>>,
+    /// With `assets`: `urls` (the template's URLs, the default), or every cached variant of
+    /// the assets as an admin mapped them — `tags` or `prefixes`.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 /// An invalidation as the API returns it.
 #[derive(Serialize, utoipa::ToSchema)]
 struct InvalidationJson {
     id: i64,
+    /// What `urls` are: urls, tags, prefixes or everything (site roots).
+    #[schema(value_type = String)]
+    scope: Scope,
     /// queued, running, succeeded, partially_failed or failed.
     #[schema(value_type = String)]
     status: crate::store::InvalidationStatus,
@@ -358,6 +366,7 @@ async fn invalidation_json(
     });
     Ok(InvalidationJson {
         id: inv.id,
+        scope: inv.scope,
         status: inv.status,
         created_by: inv.created_by_name.clone(),
         created_at: rfc3339(inv.created_at),
@@ -433,14 +442,34 @@ pub async fn create(
         ));
     }
     let settings = load_settings(&state).await?;
-    let urls: Vec<String> = match body.into_inner() {
+    let body = body.into_inner();
+    let scope = match body.scope.as_deref().map(str::trim) {
+        None | Some("" | "urls") => Scope::Urls,
+        Some(other) => match Scope::parse(other) {
+            Some(s @ (Scope::Tags | Scope::Prefixes)) => s,
+            _ => {
+                return Err(ApiError::Unprocessable {
+                    detail: format!(
+                        "\"{other}\" is not a scope: send urls, tags or prefixes (purging everything is an admin's action on the settings page)."
+                    ),
+                    errors: Vec::new(),
+                });
+            }
+        },
+    };
+    if scope != Scope::Urls {
+        return create_variants(&state, &user, key, &settings, body, scope).await;
+    }
+    let urls: Vec<String> = match body {
         NewInvalidationBody {
             urls: Some(urls),
             assets: None,
+            ..
         } => urls,
         NewInvalidationBody {
             urls: None,
             assets: Some(assets),
+            ..
         } => {
             if settings.template.is_empty() {
                 return Err(ApiError::Unprocessable {
@@ -523,6 +552,88 @@ pub async fn create(
     let id = invalidations::queue(&state, &user, key, urls, list.duplicates_dropped, None).await?;
     Ok(created(
         invalidation_json(&state, id, &PageQuery::default()).await?,
+    ))
+}
+
+/// `POST /api/v1/invalidations` with `scope` `tags` or `prefixes`: every cached variant of
+/// `assets`, as the page's Continue does; 422 naming each refused asset, nothing queued.
+async fn create_variants(
+    state: &AppState,
+    user: &crate::store::User,
+    key: Option<String>,
+    settings: &crate::domain::settings::Settings,
+    body: NewInvalidationBody,
+    scope: Scope,
+) -> Result<HttpResponse, ApiError> {
+    let unprocessable = |detail: String| ApiError::Unprocessable {
+        detail,
+        errors: Vec::new(),
+    };
+    let (Some(assets), None) = (body.assets, body.urls) else {
+        return Err(unprocessable(format!(
+            "Every variant by {} takes \"assets\" (asset IDs), not \"urls\".",
+            scope.label()
+        )));
+    };
+    let (variants, _) = super::variants::load(state)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    if variants.scope() != Some(scope) {
+        return Err(unprocessable(format!(
+            "Clearing by {} is not offered: an admin chooses how assets map to the cache (settings, Every variant of an asset).",
+            scope.label()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<&str> = assets
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| seen.insert(*a))
+        .collect();
+    if ids.len() > state.config.max_urls {
+        return Err(unprocessable(format!(
+            "{} assets were sent; at most {} can be cleared at once.",
+            ids.len(),
+            state.config.max_urls
+        )));
+    }
+    let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
+    let policy = invalidations::host_policy(&state.store, settings).await?;
+    let targets = invalidations::plan_variants(settings, &policy, &snapshot, scope, &ids).map_err(
+        |errors| {
+            let lines: Vec<LineError> = errors
+                .iter()
+                .map(|e| LineError {
+                    line: ids
+                        .iter()
+                        .position(|id| *id == e.asset_id)
+                        .map_or(0, |p| p + 1),
+                    url: None,
+                    id: (!e.asset_id.is_empty()).then(|| e.asset_id.clone()),
+                    message: e.reason.clone(),
+                })
+                .collect();
+            ApiError::Unprocessable {
+                detail: format!(
+                    "{} of the assets cannot be cleared by {}; nothing was queued.",
+                    lines.len(),
+                    scope.label()
+                ),
+                errors: lines,
+            }
+        },
+    )?;
+    let key = key.unwrap_or_else(|| {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        format!(
+            "api-random:{:016x}{:016x}",
+            OsRng.next_u64(),
+            OsRng.next_u64()
+        )
+    });
+    let id = invalidations::queue_targets(state, user, key, targets, None).await?;
+    Ok(created(
+        invalidation_json(state, id, &PageQuery::default()).await?,
     ))
 }
 

@@ -3,6 +3,7 @@
 use super::{Nav, render, see_other};
 use crate::domain::settings::Settings;
 use crate::domain::url_list::{self, UrlError};
+use crate::domain::variants::Scope;
 use crate::error::AppError;
 use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, random_token};
@@ -33,6 +34,91 @@ pub struct InvalidatePage {
     duplicates_dropped: usize,
     max_urls: usize,
     allowed_hosts: Vec<String>,
+    /// The ticked assets, sent again with Continue (for tags and prefixes).
+    asset_ids: Vec<String>,
+    /// Every cached variant, as the admin mapped assets (tags or prefixes), when offered.
+    variants: Option<VariantsChoice>,
+}
+
+/// The choice between the listed URLs and every cached variant of the ticked assets.
+pub struct VariantsChoice {
+    pub scope: Scope,
+    /// True when the user chose every variant (listed URLs are the default).
+    pub chosen: bool,
+    /// What will be sent: "3 assets: cache tags `a`, `b`, `c`".
+    pub summary: String,
+    /// The rows that will be sent (the first [`SHOWN_TARGETS`]).
+    pub shown: Vec<String>,
+    pub more: usize,
+    /// Why it cannot be sent (provider, tag rules, template): nothing is queued.
+    pub errors: Vec<String>,
+    /// The header the origin labels responses with (tags).
+    pub tag_header: String,
+}
+
+/// Tags or prefixes listed on the page; the rest are counted.
+const SHOWN_TARGETS: usize = 20;
+
+/// The offer of every cached variant for `ids`, as the admin mapped assets; `None` when the
+/// mapping is listed URLs only or no asset is ticked.
+async fn variants_choice(
+    state: &AppState,
+    settings: &Settings,
+    ids: &[&str],
+    chosen: bool,
+) -> Result<Option<VariantsChoice>, AppError> {
+    let (variants, tag_header) = super::variants::load(state).await?;
+    let Some(scope) = variants.scope() else {
+        return Ok(None);
+    };
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
+    let policy = invalidations::host_policy(&state.store, settings).await?;
+    let (rows, errors) =
+        match invalidations::plan_variants(settings, &policy, &snapshot, scope, ids) {
+            Ok(targets) => (targets.rows, Vec::new()),
+            Err(errors) => (
+                Vec::new(),
+                errors
+                    .into_iter()
+                    .map(|e| {
+                        if e.asset_id.is_empty() {
+                            e.reason
+                        } else {
+                            e.to_string()
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+    let assets = if ids.len() == 1 { "asset" } else { "assets" };
+    let summary = match scope {
+        Scope::Tags => format!(
+            "{} {assets}: {} {}",
+            ids.len(),
+            rows.len(),
+            scope.noun(rows.len())
+        ),
+        _ => format!(
+            "{} {assets}: {} {} (every cached URL starting with one)",
+            ids.len(),
+            rows.len(),
+            scope.noun(rows.len())
+        ),
+    };
+    let more = rows.len().saturating_sub(SHOWN_TARGETS);
+    let shown = rows.into_iter().take(SHOWN_TARGETS).collect();
+    Ok(Some(VariantsChoice {
+        scope,
+        chosen,
+        summary,
+        shown,
+        more,
+        errors,
+        tag_header,
+    }))
 }
 
 pub async fn load_settings(state: &AppState) -> Result<Settings, AppError> {
@@ -70,6 +156,8 @@ impl InvalidatePage {
             duplicates_dropped: 0,
             max_urls,
             allowed_hosts: allowed_hosts(settings),
+            asset_ids: Vec::new(),
+            variants: None,
         }
     }
 }
@@ -107,10 +195,10 @@ pub async fn from_assets(
         .filter(|id| seen.insert(*id))
         .collect();
     let urls = settings.template.expand_all(ids.iter().copied());
-    render(
-        StatusCode::OK,
-        &InvalidatePage::new(&current, &settings, urls, ids.len(), state.config.max_urls),
-    )
+    let mut page = InvalidatePage::new(&current, &settings, urls, ids.len(), state.config.max_urls);
+    page.variants = variants_choice(&state, &settings, &ids, false).await?;
+    page.asset_ids = ids.iter().map(|id| id.to_string()).collect();
+    render(StatusCode::OK, &page)
 }
 
 #[derive(Deserialize)]
@@ -119,6 +207,11 @@ pub struct ContinueForm {
     urls: String,
     #[serde(default)]
     idempotency_key: String,
+    /// `urls` (the default), or the admin's mapping of every variant: `tags`, `prefixes`.
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    asset_id: Vec<String>,
 }
 
 /// `POST /invalidations` (Continue): validate, store with all URLs, wake the worker, redirect.
@@ -143,6 +236,15 @@ pub async fn submit(
         return Ok(see_other(&format!("/invalidations/{id}")));
     }
     let settings = load_settings(&state).await?;
+    let scope = match form.scope.as_str() {
+        "" => Scope::Urls,
+        other => Scope::parse(other).ok_or_else(|| {
+            AppError::BadRequest(format!("\"{other}\" is not a kind of invalidation."))
+        })?,
+    };
+    if scope != Scope::Urls {
+        return submit_variants(current, state, settings, form, scope).await;
+    }
     let policy = invalidations::host_policy(&state.store, &settings).await?;
     let list = match url_list::parse(&form.urls, &policy, state.config.max_urls) {
         Ok(list) => list,
@@ -174,4 +276,86 @@ pub async fn submit(
     )
     .await?;
     Ok(see_other(&format!("/invalidations/{id}")))
+}
+
+/// Continue with every cached variant of the ticked assets (tags or prefixes, as the admin
+/// mapped assets): checked in full first, nothing queued when any asset is refused.
+async fn submit_variants(
+    current: CurrentUser,
+    state: web::Data<AppState>,
+    settings: Settings,
+    form: ContinueForm,
+    scope: Scope,
+) -> Result<HttpResponse, AppError> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<&str> = form
+        .asset_id
+        .iter()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let (variants, _) = super::variants::load(&state).await?;
+    let refused = |page: &mut InvalidatePage, message: String| {
+        page.list_error = Some(message);
+    };
+    let mut page = InvalidatePage::new(
+        &current,
+        &settings,
+        settings.template.expand_all(ids.iter().copied()),
+        ids.len(),
+        state.config.max_urls,
+    );
+    page.idempotency_key = form.idempotency_key.trim().to_string();
+    page.asset_ids = ids.iter().map(|id| id.to_string()).collect();
+    page.variants = variants_choice(&state, &settings, &ids, true).await?;
+    if variants.scope() != Some(scope) {
+        refused(
+            &mut page,
+            format!(
+                "Clearing by {} is not offered here: an admin chooses how assets map to the cache (Settings, Every variant of an asset).",
+                scope.label()
+            ),
+        );
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    if ids.len() > state.config.max_urls {
+        refused(
+            &mut page,
+            format!(
+                "{} assets are selected; at most {} can be cleared at once.",
+                ids.len(),
+                state.config.max_urls
+            ),
+        );
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
+    let policy = invalidations::host_policy(&state.store, &settings).await?;
+    let targets = match invalidations::plan_variants(&settings, &policy, &snapshot, scope, &ids) {
+        Ok(targets) => targets,
+        Err(_) => {
+            // The page lists each refused asset (variants_choice ran the same checks).
+            refused(
+                &mut page,
+                "Nothing was invalidated: some assets cannot be cleared this way.".into(),
+            );
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    match invalidations::queue_targets(
+        &state,
+        &current.user,
+        form.idempotency_key.trim().to_string(),
+        targets,
+        None,
+    )
+    .await
+    {
+        Ok(id) => Ok(see_other(&format!("/invalidations/{id}"))),
+        Err(invalidations::InvalidationError::NotAllowed(reason)) => {
+            refused(&mut page, reason);
+            render(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        }
+        Err(e) => Err(AppError::Internal(e.into())),
+    }
 }

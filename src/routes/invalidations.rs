@@ -5,6 +5,7 @@ use crate::cache_check;
 use crate::cdn::{self, ProviderSnapshot};
 use crate::domain::estimate::{describe, describe_duration, describe_millis};
 use crate::domain::freshness::Freshness;
+use crate::domain::variants::Scope;
 use crate::error::AppError;
 use crate::invalidations;
 use crate::session::{CsrfForm, CurrentUser, NoFields, wants_json};
@@ -37,6 +38,12 @@ pub struct Summary {
     pub duplicates_dropped: i64,
     pub retry_of: Option<i64>,
     pub retried_as: Option<i64>,
+    /// What the rows are: "URLs", "cache tags", "path prefixes", "sites".
+    pub noun: &'static str,
+    /// Column header of a row: "URL", "Tag", "Prefix", "Site".
+    pub row_label: &'static str,
+    /// For tags, prefixes and everything: a sentence saying what was cleared.
+    pub scope_text: Option<String>,
 }
 
 /// The estimate shown at Continue, in words ("under a second", "about 3 minutes"); whole
@@ -118,6 +125,28 @@ impl From<&Invalidation> for Summary {
             duplicates_dropped: i.duplicates_dropped,
             retry_of: i.retry_of,
             retried_as: i.retried_as,
+            noun: match i.scope {
+                Scope::Urls => "URLs",
+                scope => scope.noun(i.total as usize),
+            },
+            row_label: match i.scope {
+                Scope::Urls => "URL",
+                Scope::Tags => "Cache tag",
+                Scope::Prefixes => "Path prefix",
+                Scope::Everything => "Site",
+            },
+            scope_text: match i.scope {
+                Scope::Urls => None,
+                Scope::Tags => Some(
+                    "Every cached variant, by cache tag: clears every response labelled with one of these asset IDs.".into(),
+                ),
+                Scope::Prefixes => Some(
+                    "Every cached variant, by path prefix: clears every cached URL that starts with one of these.".into(),
+                ),
+                Scope::Everything => Some(
+                    "Purge everything: an admin's confirmed action that clears everything cached for these sites.".into(),
+                ),
+            },
         }
     }
 }
@@ -320,7 +349,14 @@ pub struct InvalidationPage {
     /// *Check the cache*: offered once finished with purged URLs; its last result.
     can_check: bool,
     check: Option<CheckView>,
+    /// Tags and prefixes: the template URLs they clear (the first [`COVERED_ROWS`]), each with
+    /// the row that clears it, and how many there are.
+    covered: Vec<(String, String)>,
+    covered_total: i64,
 }
+
+/// Template URLs listed under a tag or prefix invalidation.
+const COVERED_ROWS: i64 = 100;
 
 impl InvalidationPage {
     /// A URL as HTML that wraps at its slashes (see [`super::breakable_url`]).
@@ -414,6 +450,8 @@ impl From<PositionedUrl> for UrlJson {
 struct InvalidationJson {
     id: i64,
     status: InvalidationStatus,
+    /// What the rows (`urls`) are: urls, tags, prefixes or everything (site roots).
+    scope: Scope,
     total: i64,
     succeeded: i64,
     failed: i64,
@@ -429,9 +467,26 @@ struct InvalidationJson {
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
+    /// Tags and prefixes: how many template URLs they clear, and the first of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    covered: Option<CoveredJson>,
     /// Left out of the progress form (`?urls=none`).
     #[serde(flatten)]
     page: Option<PageJson>,
+}
+
+/// The template URLs a tag or prefix invalidation clears.
+#[derive(Serialize)]
+struct CoveredJson {
+    total: i64,
+    /// The first 100: `{url, cleared_by}` (the tag or prefix).
+    urls: Vec<CoveredUrlJson>,
+}
+
+#[derive(Serialize)]
+struct CoveredUrlJson {
+    url: String,
+    cleared_by: String,
 }
 
 /// A page of an invalidation's URLs and provider requests, with the addresses of the next.
@@ -485,6 +540,12 @@ pub async fn show(
         inv.status.is_finished(),
         promise,
     );
+    let (covered, covered_total) =
+        if matches!(inv.scope, Scope::Tags | Scope::Prefixes) && !view.progress_only {
+            state.store.covered_urls(id, COVERED_ROWS).await?
+        } else {
+            (Vec::new(), 0)
+        };
     let (urls, batches) = if view.progress_only {
         (UrlPage::default(), BatchPage::default())
     } else {
@@ -519,6 +580,7 @@ pub async fn show(
             .json(InvalidationJson {
                 id: inv.id,
                 status: inv.status,
+                scope: inv.scope,
                 total: inv.total,
                 succeeded: counts.succeeded,
                 failed: counts.failed,
@@ -530,6 +592,13 @@ pub async fn show(
                 created_at: rfc3339(inv.created_at),
                 started_at: inv.started_at.map(rfc3339),
                 finished_at: inv.finished_at.map(rfc3339),
+                covered: (covered_total > 0).then(|| CoveredJson {
+                    total: covered_total,
+                    urls: covered
+                        .into_iter()
+                        .map(|(url, cleared_by)| CoveredUrlJson { url, cleared_by })
+                        .collect(),
+                }),
                 page,
             }));
     }
@@ -578,8 +647,12 @@ pub async fn show(
         batches_next,
         progress_only: view.progress_only,
         clearing,
-        can_check: inv.status.is_finished() && counts.succeeded > 0,
+        can_check: inv.status.is_finished()
+            && counts.succeeded > 0
+            && (inv.scope != Scope::Everything),
         check: check_view(&state, id).await?,
+        covered,
+        covered_total,
     };
     let mut response = render(StatusCode::OK, &page)?;
     response.headers_mut().insert(

@@ -9,6 +9,7 @@ mod settings;
 mod static_files;
 mod tokens;
 mod users;
+mod variants;
 
 use crate::error::AppError;
 use crate::session::{Access, CurrentUser, guard};
@@ -57,6 +58,14 @@ routes![
     (post, "/settings", settings::save, Admin),
     (get, "/settings/preview", settings::preview, Admin),
     (post, "/settings/test", settings::test_connection, Admin),
+    (get, "/settings/variants", variants::show, Admin),
+    (post, "/settings/variants", variants::save, Admin),
+    (
+        post,
+        "/settings/purge-everything",
+        variants::purge_everything,
+        Admin
+    ),
     (get, "/tokens", tokens::list, User),
     (post, "/tokens", tokens::change, User),
     (get, "/users", users::list, Admin),

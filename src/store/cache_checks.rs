@@ -6,7 +6,9 @@ use crate::domain::freshness::Freshness;
 /// One URL's check, as recorded.
 #[derive(Debug, Clone)]
 pub struct CacheCheck {
+    /// The row checked: in `invalidation_urls`, or in `covered_urls` when `covered`.
     pub url_id: i64,
+    pub covered: bool,
     pub freshness: Freshness,
     pub http_status: Option<i64>,
     pub detail: String,
@@ -79,6 +81,14 @@ impl Store {
                     .bind(invalidation_id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(
+                    "UPDATE covered_urls SET checked_at = NULL, freshness = NULL, http_status = NULL,
+                         detail = NULL
+                     WHERE invalidation_id = $1 AND freshness IS NOT NULL",
+                )
+                .bind(invalidation_id)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(started)
@@ -96,6 +106,22 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             for c in checks {
+                if c.covered {
+                    sqlx::query(
+                        "UPDATE covered_urls SET checked_at = $3, freshness = $4, http_status = $5,
+                             detail = $6
+                         WHERE id = $1 AND invalidation_id = $2",
+                    )
+                    .bind(c.url_id)
+                    .bind(invalidation_id)
+                    .bind(now)
+                    .bind(c.freshness.as_str())
+                    .bind(c.http_status)
+                    .bind(&c.detail)
+                    .execute(&mut *tx)
+                    .await?;
+                    continue;
+                }
                 sqlx::query(
                     "INSERT INTO cache_checks
                        (url_id, invalidation_id, checked_at, freshness, http_status, detail)
@@ -139,11 +165,11 @@ impl Store {
         let row: Option<SummaryRow> = with_pool!(self, p => {
             sqlx::query_as(
                 "SELECT r.started_at, r.finished_at, r.urls,
-                   (SELECT COUNT(*) FROM cache_checks c
+                   (SELECT COUNT(*) FROM cache_check_results c
                      WHERE c.invalidation_id = r.invalidation_id AND c.freshness = 'fresh') AS fresh,
-                   (SELECT COUNT(*) FROM cache_checks c
+                   (SELECT COUNT(*) FROM cache_check_results c
                      WHERE c.invalidation_id = r.invalidation_id AND c.freshness = 'stale') AS stale,
-                   (SELECT COUNT(*) FROM cache_checks c
+                   (SELECT COUNT(*) FROM cache_check_results c
                      WHERE c.invalidation_id = r.invalidation_id AND c.freshness = 'unknown') AS unknown
                  FROM cache_check_runs r WHERE r.invalidation_id = $1",
             )
@@ -170,10 +196,9 @@ impl Store {
     ) -> Result<Vec<StaleUrl>> {
         Ok(with_pool!(self, p => {
             sqlx::query_as(
-                "SELECT u.url, c.detail FROM cache_checks c
-                 JOIN invalidation_urls u ON u.id = c.url_id
+                "SELECT c.url, c.detail FROM cache_check_results c
                  WHERE c.invalidation_id = $1 AND c.freshness = $2
-                 ORDER BY u.position LIMIT $3",
+                 ORDER BY c.position, c.row_id LIMIT $3",
             )
             .bind(invalidation_id)
             .bind(freshness.as_str())
@@ -183,14 +208,63 @@ impl Store {
         })?)
     }
 
+    /// The template URLs a tag or prefix invalidation cleared, as rows to check: each with its
+    /// `covered_urls` id and the outcome of the tag or prefix that cleared it.
+    pub async fn covered_to_check(
+        &self,
+        invalidation_id: i64,
+    ) -> Result<Vec<super::InvalidationUrl>> {
+        Ok(with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT k.id, k.url, u.status, u.attempts, u.http_status, u.error, u.finished_at
+                 FROM covered_urls k
+                 JOIN invalidation_urls u
+                   ON u.invalidation_id = k.invalidation_id AND u.position = k.target_position
+                 WHERE k.invalidation_id = $1 AND u.status = 'succeeded'
+                 ORDER BY k.target_position, k.id",
+            )
+            .bind(invalidation_id)
+            .fetch_all(p)
+            .await
+        })?)
+    }
+
+    /// Up to `limit` template URLs a tag or prefix invalidation clears, in order, with the
+    /// row (tag or prefix) that clears each, and how many there are.
+    pub async fn covered_urls(
+        &self,
+        invalidation_id: i64,
+        limit: i64,
+    ) -> Result<(Vec<(String, String)>, i64)> {
+        let (rows, total) = with_pool!(self, p => {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT k.url, u.url FROM covered_urls k
+                 JOIN invalidation_urls u
+                   ON u.invalidation_id = k.invalidation_id AND u.position = k.target_position
+                 WHERE k.invalidation_id = $1
+                 ORDER BY k.target_position, k.id LIMIT $2",
+            )
+            .bind(invalidation_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM covered_urls WHERE invalidation_id = $1")
+                    .bind(invalidation_id)
+                    .fetch_one(p)
+                    .await?;
+            Ok::<_, sqlx::Error>((rows, total))
+        })?;
+        Ok((rows, total))
+    }
+
     /// Every stale URL of `invalidation_id`, in list order (for *Invalidate again*).
     pub async fn all_stale_urls(&self, invalidation_id: i64) -> Result<Vec<String>> {
         Ok(with_pool!(self, p => {
             sqlx::query_scalar(
-                "SELECT u.url FROM cache_checks c
-                 JOIN invalidation_urls u ON u.id = c.url_id
+                "SELECT c.url FROM cache_check_results c
                  WHERE c.invalidation_id = $1 AND c.freshness = 'stale'
-                 ORDER BY u.position",
+                 ORDER BY c.position, c.row_id",
             )
             .bind(invalidation_id)
             .fetch_all(p)

@@ -198,6 +198,35 @@ impl Store {
             .map(|k| k.ids))
     }
 
+    /// How an asset maps to what the cache knows (`urls`, `tags`, `prefixes`) and the header
+    /// the origin labels responses with; empty strings when never set.
+    #[tracing::instrument(skip(self))]
+    pub async fn load_variants(&self) -> Result<(String, String)> {
+        let rows: Vec<(String, String)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT key, value FROM settings WHERE key IN ('variants', 'tag_header')")
+                .fetch_all(p)
+                .await
+        })?;
+        let mut out = (String::new(), String::new());
+        for (key, value) in rows {
+            match key.as_str() {
+                "variants" => out.0 = value,
+                _ => out.1 = value,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves what [`Store::load_variants`] reads.
+    #[tracing::instrument(skip(self))]
+    pub async fn save_variants(&self, variants: &str, tag_header: &str) -> Result<()> {
+        self.put_settings(&[
+            ("variants".to_string(), variants.to_string()),
+            ("tag_header".to_string(), tag_header.to_string()),
+        ])
+        .await
+    }
+
     /// Upserts settings rows in one transaction.
     async fn put_settings(&self, pairs: &[(String, String)]) -> Result<()> {
         with_pool!(self, p => {
