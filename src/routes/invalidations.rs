@@ -804,7 +804,7 @@ pub async fn history(
 const CSV_PAGE: i64 = 500;
 
 /// `GET /invalidations.csv`: the history with the history page's filters, one row per
-/// invalidation (who, when, status, counts, duration, provider), streamed.
+/// invalidation (who, when, status, counts, duration, provider, what its rows are), streamed.
 pub async fn export_csv(
     _current: CurrentUser,
     state: web::Data<AppState>,
@@ -826,6 +826,7 @@ pub async fn export_csv(
         "started_at",
         "finished_at",
         "retry_of",
+        "scope",
     ]);
     // State: (next page starts before this id, finished).
     let pages = futures_util::stream::unfold(
@@ -868,6 +869,7 @@ pub async fn export_csv(
                     &i.started_at.map(rfc3339).unwrap_or_default(),
                     &i.finished_at.map(rfc3339).unwrap_or_default(),
                     &opt(i.retry_of),
+                    i.scope.as_str(),
                 ]));
             }
             Some((

@@ -7,7 +7,7 @@ use scraper::Html;
 use std::time::Duration;
 
 /// Presses *Check the cache* on invalidation `id` and waits for the check's result.
-async fn check_cache(user: &Browser, id: i64) -> Html {
+pub async fn check_cache(user: &Browser, id: i64) -> Html {
     let token = user.csrf_from(&format!("/invalidations/{id}")).await;
     let r = user
         .post_form(

@@ -26,4 +26,5 @@ mod purging;
 mod races;
 mod secrets;
 mod security;
+mod variants;
 mod settings;
