@@ -404,6 +404,7 @@ async fn every_form_control_has_a_label() {
         "/invalidations",
         &format!("/invalidations/{id}"),
         "/settings",
+        "/settings/variants",
         "/users",
         "/tokens",
     ] {
@@ -679,6 +680,7 @@ async fn pages_fit_a_phone_width_screen() {
         "/invalidations".to_string(),
         format!("/invalidations/{id}"),
         "/settings".to_string(),
+        "/settings/variants".to_string(),
         "/tokens".to_string(),
     ] {
         ch.goto(&format!("{}{path}", app.address)).await;
@@ -816,5 +818,53 @@ async fn checking_the_cache_in_the_browser_shows_fresh_then_stale_with_invalidat
     ch.click("#invalidate-again").await;
     ch.wait_text("#status", |t| t == "Succeeded", 20).await;
     assert_eq!(varnish.fetch(paths[1], &host).await.1, "MISS");
+    ch.close().await;
+}
+
+/// Every cached variant, chosen with the radio button on Invalidate CDN: Continue sends the
+/// assets' tags instead of the listed URLs.
+#[tokio::test]
+async fn every_variant_is_chosen_on_the_invalidate_page_in_a_real_browser() {
+    let node = crate::purge_node::PurgeNode::start(200).await;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin
+        .save_settings(
+            "server.com",
+            "Company/<ID>?$product$\nCompany/<ID>?wid=640",
+            &node.base(),
+            "",
+        )
+        .await;
+    let r = admin.save_variants("tags", "xkey").await;
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    admin
+        .import_csv("id,name\nBackpack_B,Backpack\nTent_2P,Tent\n")
+        .await;
+    let mut ch = Chrome::start(true).await;
+    ch.goto(&format!("{}/login", app.address)).await;
+    ch.fill("#username", ADMIN).await;
+    ch.fill("#password", ADMIN_PASSWORD).await;
+    ch.click("form button[type=submit]").await;
+    ch.find("#q").await;
+    ch.click("input[name=asset_id][value=Backpack_B]").await;
+    ch.click("input[name=asset_id][value=Tent_2P]").await;
+    ch.click("#selection button[type=submit]").await;
+    assert_eq!(ch.text("#variant-summary").await, "2 assets: 2 cache tags");
+    assert!(ch.find("#scope-urls").await.is_selected().await.unwrap());
+    ch.click("#scope-variants").await;
+    ch.save_screenshots = true;
+    ch.screenshot("invalidate-variants").await;
+    ch.save_screenshots = false;
+    ch.click("form[action='/invalidations'] button").await;
+    ch.wait_text("#status", |t| t == "Succeeded", 20).await;
+    assert_eq!(ch.text("#row-count").await, "2 cache tags");
+    assert_eq!(
+        ch.texts("#urls tbody td:nth-child(2)").await,
+        ["Backpack_B", "Tent_2P"]
+    );
+    assert_eq!(ch.texts("#covered-urls tbody tr").await.len(), 4);
+    let unlabelled = ch.unlabelled_controls().await;
+    assert!(unlabelled.is_empty(), "{unlabelled:?}");
     ch.close().await;
 }
