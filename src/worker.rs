@@ -524,6 +524,7 @@ impl Worker {
         };
         if inv.total as usize <= limit
             && inv.succeeded > 0
+            && inv.scope != Scope::Everything
             && let Err(e) = crate::cache_check::start(&self.store, inv.created_by, id).await
         {
             tracing::warn!(id, error = %e, "cache check not started");
