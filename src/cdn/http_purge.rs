@@ -4,26 +4,71 @@ mod pipeline;
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, Measured, Model, OVERHEAD_MS,
-    ProviderKind, PurgeConfig, PurgeResult, Purger, Sending, Values, classify, describe_error,
-    lines, parse_base_url,
+    ProviderKind, PurgeConfig, PurgeResult, Purger, Scope, Sending, TagRules, Values, classify,
+    describe_error, lines, parse_base_url, value,
 };
 use futures_util::future::join_all;
 use reqwest::Method;
+use reqwest::header::HeaderName;
 use std::time::Duration;
 use url::Url;
 
 /// HTTP `PURGE`, to the URL's own host or to the configured purge nodes.
 pub struct HttpPurgeKind;
 
-const FIELDS: &[Field] = &[Field {
-    name: "purge_nodes",
-    label: "Purge nodes",
-    help: "One base URL per line, e.g. http://127.0.0.1:6081. Each URL is purged on every node as PURGE <path?query> \
-           with the URL's Host header. Leave empty to send PURGE <url> to each URL's own host.",
-    kind: FieldKind::Lines,
-    default: "",
-    docs: "",
-}];
+const FIELDS: &[Field] = &[
+    Field {
+        name: "purge_nodes",
+        label: "Purge nodes",
+        help: "One base URL per line, e.g. http://127.0.0.1:6081. Each URL is purged on every node as PURGE <path?query> \
+               with the URL's Host header. Leave empty to send PURGE <url> to each URL's own host.",
+        kind: FieldKind::Lines,
+        default: "",
+        docs: "",
+    },
+    Field {
+        name: "purge_tag_header",
+        label: "Tag purge header",
+        help: "Purges by cache tag go to every purge node as PURGE / with the tags, separated by spaces, in this \
+               request header; the cache's VCL hands them to xkey.purge() (see the README). Path prefixes and \
+               everything go as BAN <path> with the site's Host and an X-Ban-Url header.",
+        kind: FieldKind::Text,
+        default: DEFAULT_TAG_HEADER,
+        docs: "https://manpages.ubuntu.com/manpages/noble/man3/vmod_xkey.3.html",
+    },
+];
+
+/// The request header tag purges carry their tags in, unless the admin names another.
+const DEFAULT_TAG_HEADER: &str = "xkey-purge";
+
+/// Headers that frame or route the request: a tag header with one of these names would break it.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "expect",
+    "x-ban-url",
+];
+
+/// The tag header named in `values` (or the default), checked.
+fn tag_header(values: &Values) -> Result<HeaderName, FieldError> {
+    let text = value(&HttpPurgeKind, values, "purge_tag_header").trim();
+    let error = |message: String| FieldError {
+        field: "purge_tag_header",
+        message,
+    };
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| error(format!("\"{text}\" is not an HTTP header name.")))?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(error(format!(
+            "{text} already means something else in a purge request; choose another name, e.g. {DEFAULT_TAG_HEADER}."
+        )));
+    }
+    Ok(name)
+}
 
 fn parse_nodes(text: &str) -> Result<Vec<Url>, Vec<FieldError>> {
     let mut nodes = Vec::new();
@@ -74,13 +119,18 @@ impl ProviderKind for HttpPurgeKind {
                 .collect::<Vec<_>>()
                 .join("\n");
         }
+        if let Some(text) = values.get_mut("purge_tag_header") {
+            *text = text.trim().to_string();
+        }
         Vec::new()
     }
 
     fn validate(&self, values: &Values) -> Vec<FieldError> {
-        parse_nodes(values.get("purge_nodes").map_or("", String::as_str))
+        let mut errors = parse_nodes(values.get("purge_nodes").map_or("", String::as_str))
             .err()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        errors.extend(tag_header(values).err());
+        errors
     }
 
     fn describe(&self, values: &Values) -> String {
@@ -103,9 +153,7 @@ impl ProviderKind for HttpPurgeKind {
         let nodes =
             parse_nodes(values.get("purge_nodes").map_or("", String::as_str)).unwrap_or_default();
         let pipelined = !nodes.is_empty() && nodes.iter().all(|n| n.scheme() == "http");
-        let round_trip_ms = measured.map_or(UNMEASURED_ROUND_TRIP_MS, |m| {
-            m.request_ms / m.urls_per_request.max(1.0)
-        });
+        let round_trip_ms = round_trip_ms(measured);
         let (batch, per_url_ms) = if pipelined {
             (PIPELINED_BATCH, PIPELINED_URL_MS)
         } else {
@@ -123,21 +171,77 @@ impl ProviderKind for HttpPurgeKind {
         }
     }
 
+    /// Tags need purge nodes (a tag names no host); prefixes and sites are banned on the
+    /// nodes, or on their own host when there are none, as URLs are purged.
+    fn scopes(&self, values: &Values) -> Vec<Scope> {
+        let nodes = lines(values.get("purge_nodes").map_or("", String::as_str)).count();
+        if nodes == 0 {
+            vec![Scope::Prefixes, Scope::Everything]
+        } else {
+            vec![Scope::Tags, Scope::Prefixes, Scope::Everything]
+        }
+    }
+
+    /// xkey splits its header on spaces and commas; a tag must fit a request's header many
+    /// times over.
+    fn tag_rules(&self) -> TagRules {
+        TagRules::header_list("Varnish xkey", MAX_TAG_LEN)
+    }
+
+    /// Tags and bans are one reqwest request each per node (never pipelined): up to
+    /// [`TAGS_PER_REQUEST`] tags a request, one prefix or site a request. The cache answers
+    /// once the objects are gone (xkey) or the ban is on its list (a banned object is never
+    /// served again), so nothing clears later.
+    fn model_for(
+        &self,
+        scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        let batch = match scope {
+            Scope::Urls => return self.model(values, config, measured),
+            Scope::Tags => TAGS_PER_REQUEST,
+            Scope::Prefixes | Scope::Everything => 1,
+        };
+        Model {
+            sending: Sending::Streams {
+                connections: config.concurrency.max(1),
+                batch,
+                round_trip_ms: round_trip_ms(measured),
+                per_url_ms: 0.0,
+            },
+            clearing_ms: 0.0,
+            overhead_ms: OVERHEAD_MS,
+        }
+    }
+
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let nodes = parse_nodes(values.get("purge_nodes").map_or("", String::as_str))
             .map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
+        let tag_header = tag_header(values).map_err(|e| anyhow::anyhow!("{}", e.message))?;
         Ok(Box::new(HttpPurge::new(
             ctx.client.clone(),
             nodes,
+            tag_header,
             &ctx.config,
         )))
     }
+}
+
+/// A request's round trip for estimates: what was measured, per URL it carried.
+fn round_trip_ms(measured: Option<Measured>) -> f64 {
+    measured.map_or(UNMEASURED_ROUND_TRIP_MS, |m| {
+        m.request_ms / m.urls_per_request.max(1.0)
+    })
 }
 
 /// Sends `PURGE <url>` to the URL's host, or `PURGE <path?query>` with the URL's `Host` to each node.
 pub struct HttpPurge {
     client: reqwest::Client,
     nodes: Vec<PurgeNode>,
+    /// The request header tag purges carry their tags in.
+    tag_header: HeaderName,
     /// Batches in flight, and so connections per pipelined node (`--purge-concurrency`).
     connections: usize,
 }
@@ -168,10 +272,118 @@ const PIPELINED_URL_MS: f64 = 0.2;
 /// (a hang then holds one of the batches in flight, not a pipeline of them).
 const AFTER_A_HANG: Duration = Duration::from_secs(60);
 
+/// Most tags in one tag purge request.
+const TAGS_PER_REQUEST: usize = 100;
+/// Most bytes of tags in one request's header: well under Varnish's default limit on one
+/// request header line (`http_req_hdr_len`, 8 KB) with its name, and on the whole request.
+const TAG_HEADER_BYTES: usize = 6000;
+/// Longest tag accepted (xkey documents none; a long one would crowd a request).
+const MAX_TAG_LEN: usize = 256;
+
+/// The request header carrying a ban's anchored, escaped URL pattern.
+const BAN_URL_HEADER: &str = "x-ban-url";
+
+/// The `Host` a purge of `url` carries to a node: its host, and its port when it names one.
+fn host_header(url: &Url) -> Option<String> {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+        (Some(h), None) => Some(h.to_string()),
+        (None, _) => None,
+    }
+}
+
+/// `tags` split into requests in order: (how many tags, the header value with them separated
+/// by spaces), each of at most [`TAGS_PER_REQUEST`] tags and [`TAG_HEADER_BYTES`] bytes.
+fn tag_requests(tags: &[String]) -> Vec<(usize, String)> {
+    let mut requests: Vec<(usize, String)> = Vec::new();
+    for tag in tags {
+        match requests.last_mut() {
+            Some((count, header))
+                if *count < TAGS_PER_REQUEST
+                    && header.len() + 1 + tag.len() <= TAG_HEADER_BYTES =>
+            {
+                header.push(' ');
+                header.push_str(tag);
+                *count += 1;
+            }
+            _ => requests.push((1, tag.clone())),
+        }
+    }
+    requests
+}
+
+/// The `X-Ban-Url` for everything under `path_and_query`: anchored at the start of the URL,
+/// every regular-expression metacharacter escaped, so the VCL hands it to `ban()` as it is.
+fn ban_pattern(path_and_query: &str) -> String {
+    let mut pattern = String::with_capacity(path_and_query.len() + 8);
+    pattern.push('^');
+    for c in path_and_query.chars() {
+        if r"\^$.|?*+()[]{}".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+/// "Not cached" (404, 412) is what caches answer a PURGE of one URL they did not hold; to a
+/// tag purge or a ban it means the request did not reach VCL that handles it.
+fn scoped_answer(attempt: Attempt, method: &Method) -> Attempt {
+    match attempt {
+        Attempt::Done {
+            http_status: Some(code @ (404 | 412)),
+            ..
+        } => Attempt::Fail {
+            http_status: Some(code),
+            reason: format!("HTTP {code}: the cache does not handle this {method} (see its VCL)"),
+        },
+        other => other,
+    }
+}
+
+/// What a cache's `200` to a tag purge says: xkey's "Invalidated N objects" as the note. The
+/// built-in "Purged" means the VCL ignored the tag header and purged the URL `/` instead.
+fn tag_answer(attempt: Attempt, body: &str, header: &HeaderName) -> Attempt {
+    let Attempt::Done {
+        http_status: Some(200),
+        ..
+    } = attempt
+    else {
+        return attempt;
+    };
+    if let Some(at) = body.find("Invalidated ") {
+        let rest = &body[at + "Invalidated ".len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(" object") {
+            let count = &rest[..digits];
+            let noun = if count == "1" { "object" } else { "objects" };
+            return Attempt::Done {
+                http_status: Some(200),
+                note: Some(format!("Invalidated {count} {noun}")),
+            };
+        }
+    }
+    if body.contains("200 Purged") {
+        return Attempt::Fail {
+            http_status: Some(200),
+            reason: format!(
+                "the cache purged the URL / instead of the tags: its VCL does not hand the {header} \
+                 header to xkey.purge()"
+            ),
+        };
+    }
+    attempt
+}
+
 impl HttpPurge {
     /// `config.concurrency` is the number of batches in flight, so it is also the number of
     /// connections each `http://` node is given; `config.timeout` limits each answer.
-    pub fn new(client: reqwest::Client, nodes: Vec<Url>, config: &PurgeConfig) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        nodes: Vec<Url>,
+        tag_header: HeaderName,
+        config: &PurgeConfig,
+    ) -> Self {
         let connections = config.concurrency.max(1);
         let nodes = nodes
             .into_iter()
@@ -193,12 +405,17 @@ impl HttpPurge {
         Self {
             client,
             nodes,
+            tag_header,
             connections,
         }
     }
 
     fn method() -> Method {
         Method::from_bytes(b"PURGE").expect("PURGE is a valid method token")
+    }
+
+    fn ban_method() -> Method {
+        Method::from_bytes(b"BAN").expect("BAN is a valid method token")
     }
 
     async fn send(&self, target: Url, host: Option<String>) -> Attempt {
@@ -222,13 +439,9 @@ impl HttpPurge {
         let mut sent = Vec::with_capacity(urls.len());
         let mut requests = pipeline::Requests::default();
         for url in urls {
-            let host = match (url.host_str(), url.port()) {
-                (Some(h), Some(p)) => format!("{h}:{p}"),
-                (Some(h), None) => h.to_string(),
-                (None, _) => {
-                    sent.push(None);
-                    continue;
-                }
+            let Some(host) = host_header(url) else {
+                sent.push(None);
+                continue;
             };
             requests.push(
                 &url[url::Position::BeforePath..url::Position::AfterQuery],
@@ -270,6 +483,170 @@ impl HttpPurge {
                 )),
             })
             .collect()
+    }
+
+    /// Sends one tag or ban request (never pipelined: a few a batch), reading the body of a
+    /// success, which is where a cache says what it did.
+    async fn send_scoped(
+        &self,
+        method: Method,
+        target: Url,
+        host: Option<&str>,
+        header: (&HeaderName, &str),
+    ) -> (Attempt, String) {
+        let mut request = self
+            .client
+            .request(method.clone(), target)
+            .header(header.0.clone(), header.1);
+        if let Some(host) = host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let attempt =
+                    scoped_answer(classify(response.status(), response.headers()), &method);
+                let body = if response.status().is_success() {
+                    response.text().await.unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                (attempt, body)
+            }
+            Err(e) => (
+                Attempt::Retry {
+                    http_status: None,
+                    reason: describe_error(&e),
+                    retry_after: None,
+                },
+                String::new(),
+            ),
+        }
+    }
+
+    /// `PURGE /` with the tags in the tag header to every node, a request per
+    /// [`tag_requests`] share; each tag gets its request's outcome.
+    async fn purge_tags(&self, tags: &[String]) -> Vec<Attempt> {
+        if self.nodes.is_empty() {
+            let reason = "a tag names no host: purges by tag need purge nodes".to_string();
+            return vec![
+                Attempt::Fail {
+                    http_status: None,
+                    reason
+                };
+                tags.len()
+            ];
+        }
+        let requests = tag_requests(tags);
+        let per_request = join_all(requests.iter().map(|(_, header)| {
+            self.on_every_node(move |base| async move {
+                let (attempt, body) = self
+                    .send_scoped(Self::method(), base, None, (&self.tag_header, header))
+                    .await;
+                tag_answer(attempt, &body, &self.tag_header)
+            })
+        }))
+        .await;
+        requests
+            .iter()
+            .zip(per_request)
+            .flat_map(|((count, _), attempt)| {
+                let attempt = match attempt {
+                    // The count is the request's, not each tag's.
+                    Attempt::Done {
+                        http_status,
+                        note: Some(note),
+                    } if *count > 1 => Attempt::Done {
+                        http_status,
+                        note: Some(format!("{note} for the {count} tags of its request")),
+                    },
+                    other => other,
+                };
+                std::iter::repeat_n(attempt, *count)
+            })
+            .collect()
+    }
+
+    /// `BAN <path>` with the site's `Host` and `X-Ban-Url: ^<path>` (escaped) for each prefix
+    /// (everything under it), or `^/` for each site root (everything on the site): to every
+    /// node, or to the prefix's own host when there are none.
+    async fn ban(&self, urls: &[Url], scope: Scope) -> Vec<Attempt> {
+        let ban_url = HeaderName::from_static(BAN_URL_HEADER);
+        join_all(urls.iter().map(|url| {
+            let ban_url = &ban_url;
+            async move {
+                let (path, query) = match scope {
+                    Scope::Everything => ("/", None),
+                    _ => (url.path(), url.query()),
+                };
+                let pattern = ban_pattern(&match query {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_string(),
+                });
+                let header = (ban_url, pattern.as_str());
+                let on = |mut target: Url| {
+                    target.set_path(path);
+                    target.set_query(query);
+                    target
+                };
+                if self.nodes.is_empty() {
+                    let target = on(url.clone());
+                    return self
+                        .send_scoped(Self::ban_method(), target, None, header)
+                        .await
+                        .0;
+                }
+                let Some(host) = host_header(url) else {
+                    return Attempt::Fail {
+                        http_status: None,
+                        reason: "URL has no host".into(),
+                    };
+                };
+                let host = host.as_str();
+                self.on_every_node(|base| async move {
+                    self.send_scoped(Self::ban_method(), on(base), Some(host), header)
+                        .await
+                        .0
+                })
+                .await
+            }
+        }))
+        .await
+    }
+
+    /// Runs `send` with each node's base URL at once; the outcome every node must agree on.
+    async fn on_every_node<F, Fut>(&self, send: F) -> Attempt
+    where
+        F: Fn(Url) -> Fut,
+        Fut: Future<Output = Attempt>,
+    {
+        let attempts = join_all(self.nodes.iter().map(|node| send(node.base.clone()))).await;
+        let notes: Vec<String> = self
+            .nodes
+            .iter()
+            .zip(&attempts)
+            .filter_map(|(node, attempt)| match attempt {
+                Attempt::Done {
+                    note: Some(note), ..
+                } => Some(format!("{}: {note}", node.name)),
+                _ => None,
+            })
+            .collect();
+        let combined = combine(
+            self.nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .zip(attempts)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        match combined {
+            // Each node's own count, when several purged.
+            Attempt::Done { http_status, .. } if notes.len() > 1 => Attempt::Done {
+                http_status,
+                note: Some(notes.join("; ")),
+            },
+            other => other,
+        }
     }
 }
 
@@ -357,12 +734,24 @@ impl Purger for HttpPurge {
         urls.chunks(size).map(<[Url]>::len).collect()
     }
 
+    /// Tags: up to [`TAGS_PER_REQUEST`] a batch (one request per node, split further only if
+    /// the tags would crowd the header); prefixes and sites: one a batch.
+    fn batch_size(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Tags => TAGS_PER_REQUEST,
+            _ => 1,
+        }
+    }
+
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(async move {
-            let attempts = if self.nodes.is_empty() {
-                join_all(batch.urls.iter().map(|u| self.send(u.clone(), None))).await
-            } else {
-                self.purge_on_nodes(&batch.urls).await
+            let attempts = match batch.scope {
+                Scope::Urls if self.nodes.is_empty() => {
+                    join_all(batch.urls.iter().map(|u| self.send(u.clone(), None))).await
+                }
+                Scope::Urls => self.purge_on_nodes(&batch.urls).await,
+                Scope::Tags => self.purge_tags(&batch.tags).await,
+                Scope::Prefixes | Scope::Everything => self.ban(&batch.urls, batch.scope).await,
             };
             PurgeResult {
                 attempts,
@@ -465,7 +854,12 @@ mod tests {
         let config = PurgeConfig::default();
         let purger = |nodes: &[&str]| {
             let nodes = nodes.iter().map(|n| Url::parse(n).unwrap()).collect();
-            HttpPurge::new(reqwest::Client::new(), nodes, &config)
+            HttpPurge::new(
+                reqwest::Client::new(),
+                nodes,
+                HeaderName::from_static(DEFAULT_TAG_HEADER),
+                &config,
+            )
         };
         let urls = |n: usize| -> Vec<Url> {
             (0..n)
@@ -547,5 +941,177 @@ mod tests {
         // A real failure counts as an attempt and waits its backoff.
         let out = combine([("a", unanswered()), ("b", retry)].into_iter());
         assert!(matches!(out, Attempt::Retry { ref reason, .. } if reason == "b: HTTP 503"));
+    }
+
+    #[test]
+    fn the_tag_header_is_a_header_name_that_means_nothing_else() {
+        let kind = HttpPurgeKind;
+        let with = |header: &str| {
+            let mut values = Values::new();
+            values.insert("purge_tag_header".into(), header.into());
+            kind.validate(&values)
+        };
+        assert!(kind.validate(&Values::new()).is_empty(), "the default");
+        assert!(with("X-Purge-Tags").is_empty());
+        let bad = with("xkey purge");
+        assert_eq!(bad[0].field, "purge_tag_header");
+        assert!(bad[0].message.contains("not an HTTP header name"));
+        assert!(with("Host")[0].message.contains("already means"));
+    }
+
+    #[test]
+    fn tags_need_purge_nodes_and_prefixes_do_not() {
+        let kind = HttpPurgeKind;
+        let mut values = Values::new();
+        assert_eq!(kind.scopes(&values), [Scope::Prefixes, Scope::Everything]);
+        values.insert("purge_nodes".into(), "http://127.0.0.1:6081".into());
+        assert_eq!(
+            kind.scopes(&values),
+            [Scope::Tags, Scope::Prefixes, Scope::Everything]
+        );
+    }
+
+    #[test]
+    fn a_prefix_becomes_an_anchored_pattern_with_every_metacharacter_escaped() {
+        assert_eq!(
+            ban_pattern("/is/image/Company/Backpack_B"),
+            "^/is/image/Company/Backpack_B"
+        );
+        assert_eq!(
+            ban_pattern("/is/image/C/a$b(c)[d]*e|f^g.h+i?x{1}\\"),
+            r"^/is/image/C/a\$b\(c\)\[d\]\*e\|f\^g\.h\+i\?x\{1\}\\"
+        );
+        assert_eq!(ban_pattern("/"), "^/");
+    }
+
+    #[test]
+    fn tags_are_split_at_a_hundred_a_request_or_before_the_header_grows_past_6_kb() {
+        let tags = |n: usize, len: usize| -> Vec<String> {
+            (0..n).map(|i| format!("{i:0len$}")).collect()
+        };
+        let requests = tag_requests(&tags(250, 5));
+        let counts: Vec<usize> = requests.iter().map(|r| r.0).collect();
+        assert_eq!(counts, [100, 100, 50]);
+        assert_eq!(requests[2].1.split(' ').count(), 50);
+        assert!(requests[0].1.starts_with("00000 00001 "));
+        // 256-byte tags: 23 fit in 6,000 bytes with their separators.
+        let requests = tag_requests(&tags(50, MAX_TAG_LEN));
+        let counts: Vec<usize> = requests.iter().map(|r| r.0).collect();
+        assert_eq!(counts, [23, 23, 4]);
+        assert!(requests.iter().all(|r| r.1.len() <= TAG_HEADER_BYTES));
+        assert!(tag_requests(&[]).is_empty());
+    }
+
+    #[test]
+    fn xkeys_count_is_the_note_and_the_built_in_purged_means_the_tags_were_ignored() {
+        let header = HeaderName::from_static(DEFAULT_TAG_HEADER);
+        let body = "<title>200 Invalidated 5 objects</title>";
+        assert_eq!(
+            tag_answer(done(200), body, &header),
+            Attempt::Done {
+                http_status: Some(200),
+                note: Some("Invalidated 5 objects".into())
+            }
+        );
+        let ignored = tag_answer(done(200), "<title>200 Purged</title>", &header);
+        assert!(
+            matches!(ignored, Attempt::Fail { ref reason, .. } if reason.contains("xkey-purge")),
+            "{ignored:?}"
+        );
+        assert_eq!(tag_answer(done(204), "", &header), done(204));
+        assert_eq!(tag_answer(done(200), "ok", &header), done(200));
+    }
+
+    /// A purge node that answers `200` to `answers` requests and hands back each request head.
+    async fn recording_node(answers: usize) -> (Url, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let heads = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            while heads.len() < answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while heads.len() < answers {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buffer.drain(..end + 4).collect();
+                        heads.push(String::from_utf8(head).unwrap().to_lowercase());
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            heads
+        });
+        (base, heads)
+    }
+
+    #[tokio::test]
+    async fn prefixes_and_sites_are_banned_and_tags_purged_on_every_node() {
+        let (a, heads_a) = recording_node(3).await;
+        let (b, heads_b) = recording_node(3).await;
+        let purger = HttpPurge::new(
+            reqwest::Client::new(),
+            vec![a, b],
+            HeaderName::from_static("x-purge-tags"),
+            &PurgeConfig::default(),
+        );
+        let prefix = Url::parse("https://server.com:8443/is/image/Company/Back.pack").unwrap();
+        let site = Url::parse("https://server.com/").unwrap();
+        for batch in [
+            Batch {
+                scope: Scope::Prefixes,
+                urls: vec![prefix],
+                ..Batch::default()
+            },
+            Batch {
+                scope: Scope::Everything,
+                urls: vec![site],
+                ..Batch::default()
+            },
+            Batch {
+                scope: Scope::Tags,
+                tags: vec!["Backpack_A".into(), "Backpack_B".into()],
+                ..Batch::default()
+            },
+        ] {
+            let result = purger.purge(&batch).await;
+            assert_eq!(result.attempts, vec![done(200); batch.len()]);
+        }
+        for heads in [heads_a.await.unwrap(), heads_b.await.unwrap()] {
+            let has = |i: usize, line: &str| {
+                assert!(heads[i].contains(line), "{line:?} in {}", heads[i]);
+            };
+            has(0, "ban /is/image/company/back.pack http/1.1\r\n");
+            has(0, "\r\nhost: server.com:8443\r\n");
+            has(0, "\r\nx-ban-url: ^/is/image/company/back\\.pack\r\n");
+            has(1, "ban / http/1.1\r\n");
+            has(1, "\r\nhost: server.com\r\n");
+            has(1, "\r\nx-ban-url: ^/\r\n");
+            has(2, "purge / http/1.1\r\n");
+            has(2, "\r\nx-purge-tags: backpack_a backpack_b\r\n");
+        }
+    }
+
+    #[test]
+    fn not_cached_is_no_answer_to_a_ban_or_a_tag_purge() {
+        let not_cached = Attempt::Done {
+            http_status: Some(404),
+            note: Some("was not cached".into()),
+        };
+        let out = scoped_answer(not_cached, &HttpPurge::ban_method());
+        assert!(
+            matches!(out, Attempt::Fail { http_status: Some(404), ref reason } if reason.contains("does not handle this BAN")),
+            "{out:?}"
+        );
+        assert_eq!(scoped_answer(done(200), &HttpPurge::method()), done(200));
     }
 }

@@ -11,6 +11,8 @@ use url::Url;
 
 pub use super::status::Scope;
 
+// The enum comes from a macro that cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
 impl Default for Scope {
     fn default() -> Self {
         Self::Urls

@@ -944,7 +944,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings,
-                    i.total, i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of,
+                    i.total, i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,
                     {}, {}, {}, {}, {},
                     (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
              FROM invalidations i JOIN users u ON u.id = i.created_by

@@ -26,5 +26,6 @@ mod purging;
 mod races;
 mod secrets;
 mod security;
-mod variants;
 mod settings;
+mod variants;
+mod variants_varnish;

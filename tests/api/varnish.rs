@@ -1,6 +1,7 @@
 //! A real Varnish (`varnishd` from Debian's package) in front of an origin the test serves.
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -8,30 +9,42 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An origin whose body for every path is `"{version}:{path}"`; the version changes on demand.
+/// Image responses (`/is/image/[Company/]<ID>?…`) are labelled `xkey: <ID>`, as an origin does
+/// for tag purges with Varnish's xkey module.
 #[derive(Clone)]
 pub struct Origin {
     pub port: u16,
     version: Arc<Mutex<String>>,
     pub hits: Arc<Mutex<u32>>,
+    /// Requests per path and query.
+    per_url: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Origin {
     pub async fn start() -> Self {
         let version = Arc::new(Mutex::new("v1".to_string()));
         let hits = Arc::new(Mutex::new(0));
+        let per_url = Arc::new(Mutex::new(HashMap::new()));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (v, h) = (version.clone(), hits.clone());
+        let (v, h, u) = (version.clone(), hits.clone(), per_url.clone());
         let server = HttpServer::new(move || {
-            let (v, h) = (v.clone(), h.clone());
+            let (v, h, u) = (v.clone(), h.clone(), u.clone());
             App::new().default_service(web::to(move |req: HttpRequest| {
-                let (v, h) = (v.clone(), h.clone());
+                let (v, h, u) = (v.clone(), h.clone(), u.clone());
                 async move {
                     *h.lock().unwrap() += 1;
+                    *u.lock().unwrap().entry(req.uri().to_string()).or_insert(0) += 1;
                     let body = format!("{}:{}", v.lock().unwrap(), req.uri());
-                    HttpResponse::Ok()
-                        .insert_header(("Cache-Control", "public, max-age=3600"))
-                        .body(body)
+                    let mut response = HttpResponse::Ok();
+                    response.insert_header(("Cache-Control", "public, max-age=3600"));
+                    // The asset ID is the last path segment (after the company folder).
+                    if let Some(image) = req.path().strip_prefix("/is/image/")
+                        && let Some(asset_id) = image.rsplit('/').next().filter(|id| !id.is_empty())
+                    {
+                        response.insert_header(("xkey", asset_id));
+                    }
+                    response.body(body)
                 }
             }))
         })
@@ -44,7 +57,18 @@ impl Origin {
             port,
             version,
             hits,
+            per_url,
         }
+    }
+
+    /// How often the origin was asked for `path_and_query` (through any cache).
+    pub fn hits_of(&self, path_and_query: &str) -> u32 {
+        self.per_url
+            .lock()
+            .unwrap()
+            .get(path_and_query)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn set_version(&self, v: &str) {
@@ -72,14 +96,22 @@ fn free_port() -> u16 {
 impl Varnish {
     /// Starts varnishd with `tests/varnish/purge.vcl` in front of `backend_port`.
     pub async fn start(backend_port: u16) -> Self {
+        Self::start_with_vcl(backend_port, "purge.vcl").await
+    }
+
+    /// Starts varnishd with `tests/varnish/<vcl>` in front of `backend_port`: `purge.vcl`
+    /// (PURGE of URLs), `xkey.vcl` (and of tags), `ban.vcl` (and BAN by URL pattern).
+    pub async fn start_with_vcl(backend_port: u16, vcl: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let vcl = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/varnish/purge.vcl"),
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/varnish")
+                .join(vcl),
         )
         .unwrap()
         .replace("__BACKEND_PORT__", &backend_port.to_string());
-        let vcl_path = dir.path().join("purge.vcl");
-        std::fs::write(&vcl_path, vcl).unwrap();
+        let vcl_path = dir.path().join(vcl);
+        std::fs::write(&vcl_path, text).unwrap();
         let port = free_port();
         let varnishd = ["/usr/sbin/varnishd", "varnishd"]
             .into_iter()
