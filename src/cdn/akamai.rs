@@ -1,11 +1,12 @@
-//! Akamai Fast Purge (CCU v3): `POST /ccu/v3/{invalidate|delete}/url/{network}`, EdgeGrid-signed,
-//! paced by a client-side copy of Akamai's token buckets so bulk purges do not storm into 429s.
+//! Akamai Fast Purge (CCU v3): `POST /ccu/v3/{invalidate|delete}/{url|tag}/{network}`,
+//! EdgeGrid-signed, paced by a client-side copy of Akamai's token buckets so bulk purges do not
+//! storm into 429s.
 
 use super::edgegrid::{Credentials, Signer, normalise_host, parse_edgerc};
 use super::{
     Attempt, Batch, BoxFuture, Bucket, Context, Field, FieldError, FieldKind, Measured, Model,
-    OVERHEAD_MS, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Sending, Values,
-    describe_error, parse_base_url, retry_after, value,
+    OVERHEAD_MS, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Scope, Sending, TagRules,
+    Values, describe_error, parse_base_url, retry_after, value,
 };
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use std::collections::HashMap;
@@ -13,11 +14,26 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Akamai Fast Purge by URL.
+/// Akamai Fast Purge by URL and by cache tag.
 pub struct AkamaiKind;
 
 /// Largest request body Akamai accepts (413 above).
 pub const MAX_BODY_BYTES: usize = 50_000;
+
+/// Longest cache tag Akamai accepts (128 characters), and the characters besides letters and
+/// digits it allows; not spaces, `*`, `/`, `:`, `,`, `@`, `<>`, `\`, braces, brackets,
+/// parentheses, `"`, `;`, `=` or `?` (techdocs.akamai.com/purge-cache/docs/purge-content-cache-tag).
+const MAX_TAG_BYTES: usize = 128;
+const TAG_PUNCTUATION: &str = "!#$%&'+-.^_`|~";
+
+/// `{"objects":[]}`: the body of a request before its objects.
+const EMPTY_BODY: usize = r#"{"objects":[]}"#.len();
+
+/// Tags per request: as many of the longest tags as fit in [`MAX_BODY_BYTES`] (each quoted,
+/// none escaped: no allowed character needs it, and a comma apart), 381. Few enough that the
+/// tag bucket (5,000 burst) covers many requests, and that one request's wait for tag tokens
+/// at 500/min stays under a minute.
+const TAGS_PER_REQUEST: usize = (MAX_BODY_BYTES - EMPTY_BODY + 1) / (MAX_TAG_BYTES + 3);
 
 /// Not a settings field (never on the page, never in a snapshot made from the form): a factor
 /// on the documented refill rates, so simulators and benchmarks can run the buckets faster.
@@ -273,36 +289,36 @@ impl ProviderKind for AkamaiKind {
     /// nothing; what earlier invalidations took is gone until refilled), then Akamai's own
     /// promise: purges normally complete in about 5 seconds (its `estimatedSeconds`).
     fn model(&self, values: &Values, config: &PurgeConfig, measured: Option<Measured>) -> Model {
-        let rates = Rates::documented().scaled(super::speed_up(values, RATE_SCALE_VALUE));
-        let base_text = value(self, values, "akamai_base_url").trim();
-        let base = if base_text.is_empty() {
-            format!(
-                "https://{}/",
-                normalise_host(value(self, values, "akamai_host"))
-            )
-        } else {
-            base_text.to_string()
-        };
-        let (requests_now, urls_now) = Url::parse(&base)
-            .map_or((rates.request_burst, rates.object_burst), |base| {
-                Pacer::shared(base.as_str(), rates).level(Instant::now())
-            });
-        Model {
-            sending: Sending::Paced {
-                per_request: URLS_PER_REQUEST,
-                in_flight: config.concurrency.max(1),
-                request_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
-                urls: Some(Bucket {
-                    burst: urls_now,
-                    per_second: rates.objects_per_second,
-                }),
-                requests: Some(Bucket {
-                    burst: requests_now,
-                    per_second: rates.requests_per_second,
-                }),
-            },
-            clearing_ms: CLEARING_SECONDS * 1000.0,
-            overhead_ms: OVERHEAD_MS,
+        paced_model(values, config, measured, Objects::Urls)
+    }
+
+    /// Fast Purge takes URLs and cache tags. It has no prefix purge, and it clears everything
+    /// only by CP code, which names content by Akamai's billing units rather than by site:
+    /// this app does not offer it.
+    fn scopes(&self, _values: &Values) -> Vec<Scope> {
+        vec![Scope::Tags]
+    }
+
+    fn tag_rules(&self) -> TagRules {
+        TagRules {
+            who: "Akamai",
+            max_len: MAX_TAG_BYTES,
+            punctuation: TAG_PUNCTUATION,
+        }
+    }
+
+    /// Tags: requests of [`TAGS_PER_REQUEST`] tags paced by the tag bucket (5,000 burst,
+    /// 500/min) and the requests bucket, then the same `estimatedSeconds` as URLs.
+    fn model_for(
+        &self,
+        scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        match scope {
+            Scope::Tags => paced_model(values, config, measured, Objects::Tags),
+            _ => self.model(values, config, measured),
         }
     }
 
@@ -321,11 +337,58 @@ impl ProviderKind for AkamaiKind {
     }
 }
 
+/// How requests for `objects` are paced: by the account's buckets of requests and of those
+/// objects as this process's pacer sees them now (see [`AkamaiKind::model`]).
+fn paced_model(
+    values: &Values,
+    config: &PurgeConfig,
+    measured: Option<Measured>,
+    objects: Objects,
+) -> Model {
+    let kind = &AkamaiKind;
+    let rates = Rates::documented().scaled(super::speed_up(values, RATE_SCALE_VALUE));
+    let base_text = value(kind, values, "akamai_base_url").trim();
+    let base = if base_text.is_empty() {
+        format!(
+            "https://{}/",
+            normalise_host(value(kind, values, "akamai_host"))
+        )
+    } else {
+        base_text.to_string()
+    };
+    let (burst, per_second) = rates.objects(objects);
+    let (requests_now, objects_now) = Url::parse(&base)
+        .map_or((rates.request_burst, burst), |base| {
+            Pacer::shared(base.as_str(), rates).level(Instant::now(), objects)
+        });
+    Model {
+        sending: Sending::Paced {
+            per_request: match objects {
+                Objects::Urls => URLS_PER_REQUEST,
+                Objects::Tags => TAGS_PER_REQUEST,
+            },
+            in_flight: config.concurrency.max(1),
+            request_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
+            urls: Some(Bucket {
+                burst: objects_now,
+                per_second,
+            }),
+            requests: Some(Bucket {
+                burst: requests_now,
+                per_second: rates.requests_per_second,
+            }),
+        },
+        clearing_ms: CLEARING_SECONDS * 1000.0,
+        overhead_ms: OVERHEAD_MS,
+    }
+}
+
 /// Sends Fast Purge requests for one API client.
 pub struct AkamaiPurge {
     client: reqwest::Client,
     signer: Signer,
     endpoint: Url,
+    tag_endpoint: Url,
     status_endpoint: Url,
     pacer: Arc<Pacer>,
 }
@@ -336,6 +399,10 @@ impl AkamaiPurge {
             .base
             .join(&format!("ccu/v3/{}/url/{}", s.action, s.network))
             .expect("a fixed relative path joins");
+        let tag_endpoint = s
+            .base
+            .join(&format!("ccu/v3/{}/tag/{}", s.action, s.network))
+            .expect("a fixed relative path joins");
         let status_endpoint = s
             .base
             .join("ccu/v3/rate-limit-status/url")
@@ -345,6 +412,7 @@ impl AkamaiPurge {
             client,
             signer: Signer::new(s.credentials),
             endpoint,
+            tag_endpoint,
             status_endpoint,
             pacer,
         }
@@ -368,21 +436,25 @@ impl AkamaiPurge {
 /// `{"objects":[…]}` for `urls`.
 fn request_body(urls: &[Url]) -> Vec<u8> {
     let objects: Vec<&str> = urls.iter().map(Url::as_str).collect();
+    objects_body(&objects)
+}
+
+/// `{"objects":[…]}` for URLs or tags.
+fn objects_body(objects: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "objects": objects })).expect("strings serialise")
 }
 
 /// Splits so each `{"objects":[…]}` body is at most [`MAX_BODY_BYTES`] and no request asks for
 /// more URL tokens than the bucket holds.
 fn split(urls: &[Url], max_body: usize, max_objects: usize) -> Vec<usize> {
-    const EMPTY: usize = r#"{"objects":[]}"#.len();
     let mut sizes = Vec::new();
-    let (mut count, mut bytes) = (0usize, EMPTY);
+    let (mut count, mut bytes) = (0usize, EMPTY_BODY);
     for url in urls {
         let len = serde_json::to_string(url.as_str()).map_or(url.as_str().len() + 2, |s| s.len());
         let added = len + usize::from(count > 0);
         if count > 0 && (bytes + added > max_body || count == max_objects) {
             sizes.push(count);
-            (count, bytes) = (0, EMPTY);
+            (count, bytes) = (0, EMPTY_BODY);
         }
         bytes += len + usize::from(count > 0);
         count += 1;
@@ -499,92 +571,162 @@ impl RateHeaders {
     }
 }
 
+impl AkamaiPurge {
+    /// Sends one request of `n` objects to `endpoint` once the buckets hold the tokens for
+    /// it, and reads Akamai's answer: what it means for every object, and the receipt when
+    /// accepted.
+    async fn send(
+        &self,
+        endpoint: &Url,
+        objects: Objects,
+        body: Vec<u8>,
+        n: usize,
+    ) -> (Attempt, Option<Receipt>) {
+        let hold = self.pacer.acquire(objects, n).await;
+        let sent = Instant::now();
+        let response = self.post(endpoint, body).await;
+        // Answered (or failed): the request has reached Akamai's buckets, or never will.
+        drop(hold);
+        let response = match response {
+            Ok(r) => {
+                self.pacer.answered_after(sent.elapsed());
+                r
+            }
+            Err(e) => {
+                let attempt = Attempt::Retry {
+                    http_status: None,
+                    reason: describe_error(&e),
+                    retry_after: None,
+                };
+                return (attempt, None);
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let answer = Answer::parse(&text);
+        let code = status.as_u16();
+        let attempt = match code {
+            200..=299 => {
+                let receipt = Receipt {
+                    provider_id: answer.purge_id,
+                    support_id: answer.support_id,
+                    estimated_seconds: answer.estimated_seconds,
+                };
+                // Accepted is not cleared: Akamai promises clearing within its
+                // `estimatedSeconds`, and the rows stay submitted until then.
+                let accepted = if receipt.estimated_seconds.is_some_and(|s| s > 0) {
+                    Attempt::Pending {
+                        http_status: Some(code),
+                    }
+                } else {
+                    Attempt::Done {
+                        http_status: Some(code),
+                        note: None,
+                    }
+                };
+                return (accepted, Some(receipt));
+            }
+            429 => {
+                let rate = RateHeaders::read(&headers);
+                self.pacer.refused(objects, &rate);
+                Attempt::Retry {
+                    http_status: Some(code),
+                    reason: answer.words(status, &text),
+                    retry_after: rate.wait_for(n).or_else(|| retry_after(&headers)),
+                }
+            }
+            500..=599 => Attempt::Retry {
+                http_status: Some(code),
+                reason: answer.words(status, &text),
+                retry_after: retry_after(&headers),
+            },
+            _ => Attempt::Fail {
+                http_status: Some(code),
+                reason: answer.words(status, &text),
+            },
+        };
+        (attempt, None)
+    }
+
+    async fn purge_urls(&self, urls: &[Url]) -> PurgeResult {
+        let n = urls.len();
+        // Akamai refuses URLs without an http(s) scheme: say so instead of failing the batch.
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            let reason = format!("Akamai purges only http:// and https:// URLs, not {bad}");
+            return PurgeResult::all(
+                n,
+                Attempt::Fail {
+                    http_status: None,
+                    reason,
+                },
+                None,
+            );
+        }
+        let (attempt, receipt) = self
+            .send(&self.endpoint, Objects::Urls, request_body(urls), n)
+            .await;
+        PurgeResult::all(n, attempt, receipt)
+    }
+
+    /// Sends the tags that follow Akamai's rules; a tag that does not (stored before the
+    /// rules were checked, or by another provider's) fails alone, with the reason.
+    async fn purge_tags(&self, tags: &[String]) -> PurgeResult {
+        let rules = AkamaiKind.tag_rules();
+        let refusals: Vec<Option<String>> = tags.iter().map(|t| rules.check(t).err()).collect();
+        let valid: Vec<&str> = tags
+            .iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(tag, _)| tag.as_str())
+            .collect();
+        let (sent, receipt) = if valid.is_empty() {
+            (None, None)
+        } else {
+            let body = objects_body(&valid);
+            let (attempt, receipt) = self
+                .send(&self.tag_endpoint, Objects::Tags, body, valid.len())
+                .await;
+            (Some(attempt), receipt)
+        };
+        let attempts = tags
+            .iter()
+            .zip(refusals)
+            .map(|(tag, refusal)| match (refusal, &sent) {
+                (None, Some(attempt)) => attempt.clone(),
+                (refusal, _) => Attempt::Fail {
+                    http_status: None,
+                    reason: format!("not sent: tag \"{tag}\" {}", refusal.unwrap_or_default()),
+                },
+            })
+            .collect();
+        PurgeResult { attempts, receipt }
+    }
+}
+
 impl Purger for AkamaiPurge {
     fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
-        split(urls, MAX_BODY_BYTES, self.pacer.rates.object_burst as usize)
+        split(urls, MAX_BODY_BYTES, self.pacer.rates.url_burst as usize)
+    }
+
+    /// Tags: [`TAGS_PER_REQUEST`], never more than the tag bucket holds.
+    fn batch_size(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Tags => TAGS_PER_REQUEST.min(self.pacer.rates.tag_burst as usize),
+            _ => 1,
+        }
     }
 
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(async move {
-            let n = batch.urls.len();
-            // Akamai refuses URLs without an http(s) scheme: say so instead of failing the batch.
-            if let Some(bad) = batch
-                .urls
-                .iter()
-                .find(|u| !matches!(u.scheme(), "http" | "https"))
-            {
-                let reason = format!("Akamai purges only http:// and https:// URLs, not {bad}");
-                return PurgeResult::all(
-                    n,
-                    Attempt::Fail {
-                        http_status: None,
-                        reason,
-                    },
-                    None,
-                );
+            match batch.scope {
+                Scope::Urls => self.purge_urls(&batch.urls).await,
+                Scope::Tags => self.purge_tags(&batch.tags).await,
+                Scope::Prefixes | Scope::Everything => super::unsupported(batch, "Akamai"),
             }
-            self.pacer.acquire(n).await;
-            let sent = Instant::now();
-            let response = match self.post(&self.endpoint, request_body(&batch.urls)).await {
-                Ok(r) => {
-                    self.pacer.answered_after(sent.elapsed());
-                    r
-                }
-                Err(e) => {
-                    let attempt = Attempt::Retry {
-                        http_status: None,
-                        reason: describe_error(&e),
-                        retry_after: None,
-                    };
-                    return PurgeResult::all(n, attempt, None);
-                }
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            let answer = Answer::parse(&text);
-            let code = status.as_u16();
-            let attempt = match code {
-                200..=299 => {
-                    let receipt = Receipt {
-                        provider_id: answer.purge_id,
-                        support_id: answer.support_id,
-                        estimated_seconds: answer.estimated_seconds,
-                    };
-                    // Accepted is not cleared: Akamai promises clearing within its
-                    // `estimatedSeconds`, and the URLs stay submitted until then.
-                    let accepted = if receipt.estimated_seconds.is_some_and(|s| s > 0) {
-                        Attempt::Pending {
-                            http_status: Some(code),
-                        }
-                    } else {
-                        Attempt::Done {
-                            http_status: Some(code),
-                            note: None,
-                        }
-                    };
-                    return PurgeResult::all(n, accepted, Some(receipt));
-                }
-                429 => {
-                    let rate = RateHeaders::read(&headers);
-                    self.pacer.refused(&rate);
-                    Attempt::Retry {
-                        http_status: Some(code),
-                        reason: answer.words(status, &text),
-                        retry_after: rate.wait_for(n).or_else(|| retry_after(&headers)),
-                    }
-                }
-                500..=599 => Attempt::Retry {
-                    http_status: Some(code),
-                    reason: answer.words(status, &text),
-                    retry_after: retry_after(&headers),
-                },
-                _ => Attempt::Fail {
-                    http_status: Some(code),
-                    reason: answer.words(status, &text),
-                },
-            };
-            PurgeResult::all(n, attempt, None)
         })
     }
 
@@ -627,23 +769,36 @@ impl Purger for AkamaiPurge {
     }
 }
 
-/// Akamai's documented token buckets (per account): requests and URL objects.
+/// Which of Akamai's object buckets a purge request draws on (besides the requests bucket,
+/// which every purge request draws on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Objects {
+    Urls,
+    Tags,
+}
+
+/// Akamai's documented token buckets (per account): requests, URLs and cache tags.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rates {
     request_burst: f64,
     requests_per_second: f64,
-    object_burst: f64,
-    objects_per_second: f64,
+    url_burst: f64,
+    urls_per_second: f64,
+    tag_burst: f64,
+    tags_per_second: f64,
 }
 
 impl Rates {
-    /// Requests: 100 burst, 50/s. URLs: 10,000 burst, 200/s.
+    /// Requests: 100 burst, 50/s. URLs: 10,000 burst, 200/s (12,000/min). Tags: 5,000 burst,
+    /// 500/min (techdocs.akamai.com/purge-cache/reference/rate-limiting).
     fn documented() -> Self {
         Self {
             request_burst: 100.0,
             requests_per_second: 50.0,
-            object_burst: 10_000.0,
-            objects_per_second: 200.0,
+            url_burst: 10_000.0,
+            urls_per_second: 200.0,
+            tag_burst: 5_000.0,
+            tags_per_second: 500.0 / 60.0,
         }
     }
 
@@ -651,8 +806,17 @@ impl Rates {
     fn scaled(self, factor: f64) -> Self {
         Self {
             requests_per_second: self.requests_per_second * factor,
-            objects_per_second: self.objects_per_second * factor,
+            urls_per_second: self.urls_per_second * factor,
+            tags_per_second: self.tags_per_second * factor,
             ..self
+        }
+    }
+
+    /// (burst, refill per second) of the bucket of `objects`.
+    fn objects(self, objects: Objects) -> (f64, f64) {
+        match objects {
+            Objects::Urls => (self.url_burst, self.urls_per_second),
+            Objects::Tags => (self.tag_burst, self.tags_per_second),
         }
     }
 }
@@ -662,12 +826,27 @@ impl Rates {
 const LATENCY_ALLOWANCE: Duration = Duration::from_millis(100);
 const LATENCY_FLOOR: Duration = Duration::from_millis(2);
 
-/// The client's view of the two buckets.
+/// Requests in flight that took tokens from a bucket at (or within [`LATENCY_ALLOWANCE`] of
+/// refill of) its cap, per bucket. Akamai's copy of such a bucket sits full, not refilling,
+/// until the request arrives, so the client's copy does not refill until it is answered:
+/// counting from the moment it sent, the client would run ahead by the transit time's worth
+/// of tokens, and the first requests of a burst (opening connections, waiting their turn to
+/// be written) have the longest transit of all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Holds {
+    requests: u32,
+    urls: u32,
+    tags: u32,
+}
+
+/// The client's view of the three buckets.
 #[derive(Debug, Clone)]
 struct Buckets {
     rates: Rates,
     requests: f64,
-    objects: f64,
+    urls: f64,
+    tags: f64,
+    holds: Holds,
     at: Instant,
 }
 
@@ -676,28 +855,54 @@ impl Buckets {
         Self {
             rates,
             requests: rates.request_burst,
-            objects: rates.object_burst,
+            urls: rates.url_burst,
+            tags: rates.tag_burst,
+            holds: Holds::default(),
             at: now,
         }
     }
 
+    /// The tokens left in the bucket of `objects`.
+    fn left(&self, objects: Objects) -> f64 {
+        match objects {
+            Objects::Urls => self.urls,
+            Objects::Tags => self.tags,
+        }
+    }
+
+    fn left_mut(&mut self, objects: Objects) -> &mut f64 {
+        match objects {
+            Objects::Urls => &mut self.urls,
+            Objects::Tags => &mut self.tags,
+        }
+    }
+
+    /// Adds what refilled since the last call, except to held buckets (see [`Holds`]).
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.requests =
-            (self.requests + dt * self.rates.requests_per_second).min(self.rates.request_burst);
-        self.objects =
-            (self.objects + dt * self.rates.objects_per_second).min(self.rates.object_burst);
+        let (rates, holds) = (self.rates, self.holds);
+        if holds.requests == 0 {
+            self.requests =
+                (self.requests + dt * rates.requests_per_second).min(rates.request_burst);
+        }
+        if holds.urls == 0 {
+            self.urls = (self.urls + dt * rates.urls_per_second).min(rates.url_burst);
+        }
+        if holds.tags == 0 {
+            self.tags = (self.tags + dt * rates.tags_per_second).min(rates.tag_burst);
+        }
         self.at = now;
     }
 
-    /// How long until one request for `objects` URLs fits (zero: now), keeping a margin of
-    /// `transit` worth of refill: Akamai takes the tokens when the request arrives, and while
-    /// its bucket sits full it does not refill, so a client counting from the moment it sent
-    /// would run ahead by the transit time's worth of tokens and be refused.
-    fn wait_for(&self, objects: f64, transit: Duration) -> Duration {
+    /// How long until one request for `count` of `objects` fits (zero: now), keeping a margin
+    /// of `transit` worth of refill: Akamai takes the tokens when the request arrives, and
+    /// while its bucket sits full it does not refill, so a client counting from the moment it
+    /// sent would run ahead by the transit time's worth of tokens and be refused.
+    fn wait_for(&self, objects: Objects, count: f64, transit: Duration) -> Duration {
         let margin = transit.as_secs_f64();
-        let objects =
-            (objects + margin * self.rates.objects_per_second).min(self.rates.object_burst);
+        let (burst, per_second) = self.rates.objects(objects);
+        let have = self.left(objects);
+        let need = (count + margin * per_second).min(burst);
         let requests =
             (1.0 + margin * self.rates.requests_per_second).min(self.rates.request_burst);
         let deficit = |have: f64, need: f64, rate: f64| {
@@ -707,33 +912,70 @@ impl Buckets {
                 (need - have) / rate
             }
         };
-        let secs = deficit(self.requests, requests, self.rates.requests_per_second).max(deficit(
-            self.objects,
-            objects,
-            self.rates.objects_per_second,
-        ));
+        let secs = deficit(self.requests, requests, self.rates.requests_per_second)
+            .max(deficit(have, need, per_second));
         Duration::from_secs_f64(secs)
     }
 
-    fn take(&mut self, objects: f64) {
+    /// Takes the tokens of one request (after a [`Buckets::refill`] to now), and returns the
+    /// buckets it holds until answered.
+    fn take(&mut self, objects: Objects, count: f64) -> Holds {
+        let near_cap = |left: f64, burst: f64, rate: f64| {
+            left + rate * LATENCY_ALLOWANCE.as_secs_f64() >= burst
+        };
+        let rates = self.rates;
+        let (burst, rate) = rates.objects(objects);
+        let objects_held = u32::from(near_cap(self.left(objects), burst, rate));
+        let hold = Holds {
+            requests: u32::from(near_cap(
+                self.requests,
+                rates.request_burst,
+                rates.requests_per_second,
+            )),
+            urls: if objects == Objects::Urls {
+                objects_held
+            } else {
+                0
+            },
+            tags: if objects == Objects::Tags {
+                objects_held
+            } else {
+                0
+            },
+        };
         self.requests -= 1.0;
-        self.objects -= objects.min(self.rates.object_burst);
+        *self.left_mut(objects) -= count.min(burst);
+        self.holds.requests += hold.requests;
+        self.holds.urls += hold.urls;
+        self.holds.tags += hold.tags;
+        hold
     }
 
-    /// Akamai says fewer tokens are left than we thought (other clients share the account).
-    fn sync(&mut self, now: Instant, rate: &RateHeaders) {
+    /// The request that took `hold` was answered at `now`: its buckets refill from now on.
+    fn release(&mut self, now: Instant, hold: Holds) {
+        self.refill(now);
+        self.holds.requests -= hold.requests;
+        self.holds.urls -= hold.urls;
+        self.holds.tags -= hold.tags;
+    }
+
+    /// Akamai says fewer tokens are left than we thought (other clients share the account);
+    /// the object headers of a refused request are about the bucket it drew on.
+    fn sync(&mut self, now: Instant, objects: Objects, rate: &RateHeaders) {
         self.refill(now);
         if let Some(r) = rate.remaining {
             self.requests = self.requests.min(r);
         }
         if let Some(o) = rate.remaining_objects {
-            self.objects = self.objects.min(o);
+            let left = self.left_mut(objects);
+            *left = left.min(o);
         }
     }
 }
 
 /// Waits for tokens before each purge request, so a bulk purge runs at the rate Akamai allows
-/// instead of being refused; one per API base URL, shared by every batch of the process.
+/// instead of being refused; one per API base URL, shared by every batch of the process (URL
+/// and tag purges draw on the same requests bucket).
 struct Pacer {
     rates: Rates,
     buckets: Mutex<Buckets>,
@@ -745,18 +987,18 @@ struct Pacer {
 }
 
 impl Pacer {
-    /// The tokens (requests, URLs) this pacer counts in the buckets at `now`.
-    fn level(&self, now: Instant) -> (f64, f64) {
+    /// The tokens (requests, `objects`) this pacer counts in the buckets at `now`.
+    fn level(&self, now: Instant, objects: Objects) -> (f64, f64) {
         let mut buckets = self.buckets.lock().expect("pacer lock");
         buckets.refill(now);
-        (buckets.requests.max(0.0), buckets.objects.max(0.0))
+        (buckets.requests.max(0.0), buckets.left(objects).max(0.0))
     }
 
     fn shared(base: &str, rates: Rates) -> Arc<Self> {
         static PACERS: OnceLock<Mutex<HashMap<String, Arc<Pacer>>>> = OnceLock::new();
         let key = format!(
-            "{base} {} {}",
-            rates.requests_per_second, rates.objects_per_second
+            "{base} {} {} {}",
+            rates.requests_per_second, rates.urls_per_second, rates.tags_per_second
         );
         let mut map = PACERS
             .get_or_init(Default::default)
@@ -774,17 +1016,20 @@ impl Pacer {
             .clone()
     }
 
-    async fn acquire(&self, objects: usize) {
+    /// Returns once the buckets hold a request token and `count` tokens of `objects` (with
+    /// the transit margin), having taken them; drop what it returns once the request is
+    /// answered.
+    async fn acquire(&self, objects: Objects, count: usize) -> Hold<'_> {
         let _turn = self.turn.lock().await;
         loop {
             let transit = *self.transit.lock().expect("pacer lock");
             let wait = {
                 let mut b = self.buckets.lock().expect("pacer lock");
                 b.refill(Instant::now());
-                let wait = b.wait_for(objects as f64, transit);
+                let wait = b.wait_for(objects, count as f64, transit);
                 if wait.is_zero() {
-                    b.take(objects as f64);
-                    return;
+                    let holds = b.take(objects, count as f64);
+                    return Hold { pacer: self, holds };
                 }
                 wait
             };
@@ -799,11 +1044,26 @@ impl Pacer {
         *transit = averaged.clamp(LATENCY_FLOOR, LATENCY_ALLOWANCE);
     }
 
-    fn refused(&self, rate: &RateHeaders) {
+    fn refused(&self, objects: Objects, rate: &RateHeaders) {
         self.buckets
             .lock()
             .expect("pacer lock")
-            .sync(Instant::now(), rate);
+            .sync(Instant::now(), objects, rate);
+    }
+}
+
+/// The buckets one request in flight holds (see [`Holds`]), released when dropped: also when
+/// the request's future is dropped unanswered.
+struct Hold<'a> {
+    pacer: &'a Pacer,
+    holds: Holds,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut buckets) = self.pacer.buckets.lock() {
+            buckets.release(Instant::now(), self.holds);
+        }
     }
 }
 
@@ -914,6 +1174,10 @@ mod tests {
             "http://127.0.0.1:9/ccu/v3/rate-limit-status/url"
         );
         assert_eq!(
+            p.tag_endpoint.as_str(),
+            "http://127.0.0.1:9/ccu/v3/delete/tag/staging"
+        );
+        assert_eq!(
             AkamaiKind.describe(&v),
             "Akamai Fast Purge (staging, delete)"
         );
@@ -953,6 +1217,80 @@ mod tests {
     }
 
     #[test]
+    fn tags_follow_akamais_documented_rules() {
+        assert_eq!(AkamaiKind.scopes(&complete()), [Scope::Tags]);
+        let rules = AkamaiKind.tag_rules();
+        for ok in ["Backpack_B", "a-b.c~d", "!#$%&'+-.^_`|~", &"x".repeat(128)] {
+            assert!(rules.check(ok).is_ok(), "{ok}");
+        }
+        assert!(
+            rules
+                .check(&"x".repeat(129))
+                .unwrap_err()
+                .contains("Akamai accepts tags of at most 128")
+        );
+        for bad in [
+            "a b", "a*", "a/b", "a:b", "a,b", "a@b", "<a>", "a\\b", "{a}", "[a]", "(a)", "\"a\"",
+            "a;b", "a=b", "a?b",
+        ] {
+            let error = rules.check(bad).unwrap_err();
+            assert!(
+                error.contains("which Akamai does not accept"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_of_the_longest_tags_stays_within_50000_bytes() {
+        assert_eq!(TAGS_PER_REQUEST, 381);
+        let longest: Vec<String> = (0..TAGS_PER_REQUEST + 1)
+            .map(|i| format!("{i:0>128}"))
+            .collect();
+        let body = |n: usize| {
+            let tags: Vec<&str> = longest[..n].iter().map(String::as_str).collect();
+            objects_body(&tags).len()
+        };
+        assert!(body(TAGS_PER_REQUEST) <= MAX_BODY_BYTES);
+        assert!(
+            body(TAGS_PER_REQUEST + 1) > MAX_BODY_BYTES,
+            "no smaller than needed"
+        );
+        let p = AkamaiPurge::new(reqwest::Client::new(), settings(&complete()).unwrap());
+        assert_eq!(p.batch_size(Scope::Tags), TAGS_PER_REQUEST);
+        assert_eq!(objects_body(&["a", "b"]), br#"{"objects":["a","b"]}"#);
+    }
+
+    #[test]
+    fn the_estimate_for_tags_is_paced_by_the_tag_bucket() {
+        let mut v = complete();
+        // A base URL of its own, so no other test's pacer has taken tokens.
+        v.insert("akamai_base_url".into(), "http://127.0.0.1:7/".into());
+        let config = PurgeConfig::default();
+        let model = AkamaiKind.model_for(Scope::Tags, &v, &config, None);
+        let Sending::Paced {
+            per_request, urls, ..
+        } = model.sending
+        else {
+            panic!("{model:?}");
+        };
+        assert_eq!(per_request, TAGS_PER_REQUEST);
+        assert_eq!(
+            urls,
+            Some(Bucket {
+                burst: 5_000.0,
+                per_second: 500.0 / 60.0
+            })
+        );
+        // 12,000 tags: 7,000 beyond the burst at 500/min take 14 minutes.
+        let ms = model.millis(0, 12_000);
+        assert!((840_000.0..850_000.0).contains(&ms), "{ms}");
+        // URLs keep their own model.
+        let urls_model = AkamaiKind.model_for(Scope::Urls, &v, &config, None);
+        assert_eq!(urls_model, AkamaiKind.model(&v, &config, None));
+    }
+
+    #[test]
     fn problem_answers_are_shown_in_akamais_words() {
         let body = r#"{"httpStatus":403,"supportId":"edcp-X","title":"unauthorized arl","detail":"http://a.example/","describedBy":"https://techdocs.akamai.com/purge-cache/reference/api-errors"}"#;
         let a = Answer::parse(body);
@@ -971,6 +1309,10 @@ mod tests {
             (ok.purge_id.as_deref(), ok.estimated_seconds),
             (Some("p1"), Some(5))
         );
+    }
+
+    fn assert_close_f(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-6, "{a} is not {b}");
     }
 
     fn assert_close(d: Duration, secs: f64) {
@@ -1009,21 +1351,26 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Buckets::full(Rates::documented(), t0);
         let transit = LATENCY_ALLOWANCE;
-        assert_eq!(b.wait_for(10_000.0, transit), Duration::ZERO);
-        b.take(10_000.0);
+        assert_eq!(b.wait_for(Objects::Urls, 10_000.0, transit), Duration::ZERO);
+        let hold = b.take(Objects::Urls, 10_000.0);
+        b.release(t0, hold);
         // 1,000 more URLs need 5 s at 200/s, plus 0.1 s of margin for transit.
-        assert_close(b.wait_for(1_000.0, transit), 5.1);
+        assert_close(b.wait_for(Objects::Urls, 1_000.0, transit), 5.1);
         // A measured 10 ms round trip shrinks the margin.
-        assert_close(b.wait_for(1_000.0, Duration::from_millis(10)), 5.01);
+        assert_close(
+            b.wait_for(Objects::Urls, 1_000.0, Duration::from_millis(10)),
+            5.01,
+        );
         b.refill(t0 + Duration::from_millis(5_100));
-        assert_eq!(b.wait_for(1_000.0, transit), Duration::ZERO);
+        assert_eq!(b.wait_for(Objects::Urls, 1_000.0, transit), Duration::ZERO);
         // 100 requests in a burst (less the 5-token margin), then 50/s.
         let mut b = Buckets::full(Rates::documented(), t0);
         for _ in 0..95 {
-            assert_eq!(b.wait_for(1.0, transit), Duration::ZERO);
-            b.take(1.0);
+            assert_eq!(b.wait_for(Objects::Urls, 1.0, transit), Duration::ZERO);
+            let hold = b.take(Objects::Urls, 1.0);
+            b.release(t0, hold);
         }
-        assert_close(b.wait_for(1.0, transit), 0.02);
+        assert_close(b.wait_for(Objects::Urls, 1.0, transit), 0.02);
         // A 429's headers lower what we think is left; they never raise it.
         let mut b = Buckets::full(Rates::documented().scaled(10.0), t0);
         let rate = RateHeaders {
@@ -1031,10 +1378,82 @@ mod tests {
             remaining_objects: Some(0.0),
             ..RateHeaders::default()
         };
-        b.sync(t0, &rate);
-        assert_eq!(b.objects, 0.0);
+        b.sync(t0, Objects::Urls, &rate);
+        assert_eq!(b.urls, 0.0);
         assert_eq!(b.requests, 100.0);
-        assert_close(b.wait_for(2_000.0, transit), 1.1);
+        assert_close(b.wait_for(Objects::Urls, 2_000.0, transit), 1.1);
+        assert_eq!(b.tags, 5_000.0, "a URL 429 says nothing of the tag bucket");
+    }
+
+    #[test]
+    fn tags_have_their_own_bucket_and_share_the_requests_one() {
+        let t0 = Instant::now();
+        let transit = LATENCY_ALLOWANCE;
+        let mut b = Buckets::full(Rates::documented(), t0);
+        // 5,000 in a burst, URLs untouched.
+        assert_eq!(b.wait_for(Objects::Tags, 5_000.0, transit), Duration::ZERO);
+        let hold = b.take(Objects::Tags, 5_000.0);
+        b.release(t0, hold);
+        assert_eq!(b.urls, 10_000.0);
+        assert_eq!(b.wait_for(Objects::Urls, 500.0, transit), Duration::ZERO);
+        // Then 500/min: 381 tags need 45.72 s, plus 0.1 s of transit margin.
+        assert_close(b.wait_for(Objects::Tags, 381.0, transit), 45.82);
+        b.refill(t0 + Duration::from_secs(60));
+        assert_close_f(b.tags, 500.0);
+        // The requests bucket is shared: a request of either kind takes a request token.
+        let now = t0 + Duration::from_secs(60);
+        let hold = b.take(Objects::Tags, 1.0);
+        b.release(now, hold);
+        let hold = b.take(Objects::Urls, 1.0);
+        b.release(now, hold);
+        assert_close_f(b.requests, 98.0);
+        // A tag 429 lowers the tag bucket only.
+        let rate = RateHeaders {
+            remaining_objects: Some(10.0),
+            ..RateHeaders::default()
+        };
+        b.sync(t0 + Duration::from_secs(60), Objects::Tags, &rate);
+        assert_eq!((b.tags, b.urls), (10.0, 9_999.0));
+        // Sped up for benchmarks and simulators, tags refill as much faster as the rest.
+        let fast = Rates::documented().scaled(60.0);
+        assert_close_f(fast.tags_per_second, 500.0);
+        assert_close_f(fast.urls_per_second, 12_000.0);
+        assert_eq!(fast.tag_burst, 5_000.0);
+    }
+
+    #[test]
+    fn a_bucket_taken_from_full_refills_only_once_the_request_is_answered() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = Buckets::full(Rates::documented(), t0);
+        // Akamai's bucket sits full until the request arrives: ours waits for the answer.
+        let first = b.take(Objects::Tags, 381.0);
+        assert_eq!(
+            first,
+            Holds {
+                requests: 1,
+                urls: 0,
+                tags: 1
+            }
+        );
+        // A second request, taken below the cap, holds nothing more.
+        let second = b.take(Objects::Tags, 381.0);
+        assert_eq!(second.tags, 0);
+        b.refill(t0 + Duration::from_secs(6));
+        assert_close_f(b.tags, 5_000.0 - 762.0);
+        b.release(t0 + Duration::from_secs(6), first);
+        b.release(t0 + Duration::from_secs(6), second);
+        // From the answer on, 500/min again.
+        b.refill(t0 + Duration::from_secs(12));
+        assert_close_f(b.tags, 5_000.0 - 762.0 + 50.0);
+        // A request taken well below the cap holds nothing: Akamai's bucket refills meanwhile.
+        let mut b = Buckets::full(Rates::documented(), t0);
+        let hold = b.take(Objects::Urls, 5_000.0);
+        b.release(t0 + ms(1), hold);
+        let hold = b.take(Objects::Urls, 1_000.0);
+        assert_eq!(hold.urls, 0);
+        b.refill(t0 + ms(1_001));
+        assert_close_f(b.urls, 4_200.0);
     }
 
     #[tokio::test]
@@ -1047,7 +1466,7 @@ mod tests {
         // 10,000 burst then 200,000/s: 30,000 URLs take at least 0.1 s.
         let start = Instant::now();
         for _ in 0..30 {
-            a.acquire(1_000).await;
+            a.acquire(Objects::Urls, 1_000).await;
         }
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(99), "{elapsed:?}");

@@ -1,13 +1,16 @@
-//! Fastly: `POST /purge/{host}{path?query}` per URL with a `Fastly-Key` API token.
+//! Fastly: `POST /purge/{host}{path?query}` per URL with a `Fastly-Key` API token; with a
+//! service ID, also `POST /service/{id}/purge` for up to 256 surrogate keys (cache tags) and
+//! `POST /service/{id}/purge_all` for everything.
 //!
-//! This is the API form Fastly made the default in 2022 in place of `PURGE` sent to the URL
-//! itself. Each request purges one URL, everywhere within about 150 ms, so there is nothing
-//! to poll. A soft purge (`Fastly-Soft-Purge: 1`) marks the object stale instead of removing it.
+//! The URL form is the one Fastly made the default in 2022 in place of `PURGE` sent to the URL
+//! itself. Each request purges everywhere within about 150 ms, so there is nothing to poll. A
+//! soft purge (`Fastly-Soft-Purge: 1`) marks objects stale instead of removing them; purge-all
+//! cannot be soft (fastly/fastly-js `docs/PurgeApi.md`).
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, Measured, Model, OVERHEAD_MS,
-    ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Sending, Values, body_excerpt,
-    describe_error, parse_base_url, refused, retry_after, status_text, value,
+    ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Scope, Sending, TagRules, Values,
+    body_excerpt, describe_error, parse_base_url, refused, retry_after, status_text, value,
 };
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -18,7 +21,12 @@ use url::Url;
 /// Round trip assumed for an API request before one has been measured.
 const UNMEASURED_REQUEST_MS: f64 = 200.0;
 
-/// Fastly's purge API, by URL.
+/// Most surrogate keys Fastly takes in one batch purge request.
+const KEYS_PER_REQUEST: usize = 256;
+/// Longest surrogate key, in bytes (Fastly's `Surrogate-Key` header reference).
+const MAX_KEY_BYTES: usize = 1024;
+
+/// Fastly's purge API, by URL, and by surrogate key or everything when a service is named.
 pub struct FastlyKind;
 
 const DEFAULT_BASE: &str = "https://api.fastly.com";
@@ -45,6 +53,16 @@ const FIELDS: &[Field] = &[
         docs: "",
     },
     Field {
+        name: "fastly_service_id",
+        label: "Service ID",
+        help: "The Fastly service that serves the images. Needed to purge by surrogate key (cache tag) \
+               or to purge everything; leave empty to purge by URL only. Purging everything also needs \
+               the token's purge_all scope.",
+        kind: FieldKind::Text,
+        default: "",
+        docs: "",
+    },
+    Field {
         name: "fastly_soft_purge",
         label: "Soft purge",
         help: "A soft purge marks objects stale, so Fastly can still serve them if the origin is down \
@@ -60,6 +78,8 @@ struct Settings {
     base: String,
     token: String,
     soft: bool,
+    /// Names the service for surrogate-key purges and purge-all; `None`: by URL only.
+    service: Option<String>,
 }
 
 fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
@@ -93,11 +113,35 @@ fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
             false
         }
     };
+    let service = service_id(values).unwrap_or_else(|error| {
+        errors.push(error);
+        None
+    });
     if errors.is_empty() {
-        Ok(Settings { base, token, soft })
+        Ok(Settings {
+            base,
+            token,
+            soft,
+            service,
+        })
     } else {
         Err(errors)
     }
+}
+
+/// The service ID setting: `None` when empty. Fastly's IDs are letters and digits; anything
+/// else would change the request's path.
+fn service_id(values: &Values) -> Result<Option<String>, FieldError> {
+    let service = value(&FastlyKind, values, "fastly_service_id").trim();
+    if !service.bytes().all(|b| b.is_ascii_alphanumeric()) || service.len() > 64 {
+        return Err(FieldError {
+            field: "fastly_service_id",
+            message: format!(
+                "\"{service}\" is not a Fastly service ID: copy the letters and digits shown for the service."
+            ),
+        });
+    }
+    Ok((!service.is_empty()).then(|| service.to_string()))
 }
 
 impl ProviderKind for FastlyKind {
@@ -110,7 +154,7 @@ impl ProviderKind for FastlyKind {
     }
 
     fn label(&self) -> &'static str {
-        "Fastly (purge by URL through the API)"
+        "Fastly (purge by URL or surrogate key through the API)"
     }
 
     fn fields(&self) -> &'static [Field] {
@@ -122,10 +166,65 @@ impl ProviderKind for FastlyKind {
     }
 
     fn describe(&self, values: &Values) -> String {
+        let service = value(self, values, "fastly_service_id").trim();
+        let mut notes = Vec::new();
+        if !service.is_empty() {
+            notes.push(format!("service {service}"));
+        }
         if value(self, values, "fastly_soft_purge") == "on" {
-            "Fastly API purge by URL (soft purge)".into()
+            notes.push("soft purge".to_string());
+        }
+        let what = if service.is_empty() {
+            "Fastly API purge by URL"
         } else {
-            "Fastly API purge by URL".into()
+            "Fastly API purge by URL or surrogate key"
+        };
+        if notes.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what} ({})", notes.join(", "))
+        }
+    }
+
+    /// Surrogate keys and purge-all go to a service: offered only when one is named. (Asked
+    /// of snapshots too, which hold no token: only the service ID is looked at.)
+    fn scopes(&self, values: &Values) -> Vec<Scope> {
+        match service_id(values) {
+            Ok(Some(_)) => vec![Scope::Tags, Scope::Everything],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keys are space-separated in `Surrogate-Key`, each at most 1,024 bytes; commas are
+    /// refused too, as in every tag header this app knows, so one origin header fits all.
+    fn tag_rules(&self) -> TagRules {
+        TagRules::header_list("Fastly", MAX_KEY_BYTES)
+    }
+
+    /// Surrogate keys: requests of 256 keys, `concurrency` at once, not rate-limited.
+    /// Everything: one request whatever the sites (it clears the service).
+    fn model_for(
+        &self,
+        scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        let round_trip_ms = measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms);
+        let (connections, batch) = match scope {
+            Scope::Tags => (config.concurrency.max(1), KEYS_PER_REQUEST),
+            Scope::Everything => (1, usize::MAX),
+            Scope::Urls | Scope::Prefixes => return self.model(values, config, measured),
+        };
+        Model {
+            sending: Sending::Streams {
+                connections,
+                batch,
+                round_trip_ms,
+                per_url_ms: 0.0,
+            },
+            clearing_ms: 0.0,
+            overhead_ms: OVERHEAD_MS,
         }
     }
 
@@ -166,6 +265,7 @@ impl std::fmt::Debug for Fastly {
             .field("base", &self.settings.base)
             .field("api_token", &"<redacted>")
             .field("soft", &self.settings.soft)
+            .field("service", &self.settings.service)
             .finish()
     }
 }
@@ -246,8 +346,66 @@ fn interpret(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -
     PurgeResult::all(n, refused(status, reason, wait), None)
 }
 
-/// What `GET /tokens/self` says about the token, as a sentence; `Err` when it cannot purge URLs.
-fn judge_token(body: &str) -> Result<String, String> {
+/// What one answer to a batch surrogate-key purge of `keys` means: Fastly maps each key it
+/// purged to a purge id (`{"key_1":"108-…","key_2":"108-…"}`); a key missing from the map
+/// was not purged and goes again. The batch keeps the first key's purge id.
+fn interpret_keys(
+    status: StatusCode,
+    wait: Option<Duration>,
+    body: &str,
+    keys: &[&str],
+) -> PurgeResult {
+    let code = Some(status.as_u16());
+    let ids = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body)
+        .ok()
+        .filter(|_| status.is_success());
+    let Some(ids) = ids else {
+        let answer = serde_json::from_str::<Answer>(body).ok();
+        let reason = describe_answer(status, answer.as_ref(), body);
+        return PurgeResult::all(keys.len(), refused(status, reason, wait), None);
+    };
+    let id_of = |key: &str| ids.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let attempts = keys
+        .iter()
+        .map(|key| match id_of(key) {
+            Some(_) => Attempt::Done {
+                http_status: code,
+                note: None,
+            },
+            None => Attempt::Retry {
+                http_status: code,
+                reason: format!("Fastly's answer has no purge id for surrogate key \"{key}\""),
+                retry_after: None,
+            },
+        })
+        .collect();
+    PurgeResult {
+        attempts,
+        receipt: Some(Receipt {
+            provider_id: keys.iter().find_map(|k| id_of(k)),
+            ..Receipt::default()
+        }),
+    }
+}
+
+/// What one answer to `purge_all` for `n` sites means; a 403 is most often a token without
+/// the purge_all scope, which Fastly's own words do not say.
+fn interpret_all(status: StatusCode, wait: Option<Duration>, body: &str, n: usize) -> PurgeResult {
+    let mut result = interpret(status, wait, body, n);
+    if status == StatusCode::FORBIDDEN {
+        for attempt in &mut result.attempts {
+            if let Attempt::Fail { reason, .. } = attempt {
+                reason
+                    .push_str(" (purging everything needs an API token with the purge_all scope)");
+            }
+        }
+    }
+    result
+}
+
+/// What `GET /tokens/self` says about the token, as a sentence; `Err` when it cannot purge URLs
+/// or, with a `service` set, is limited to other services.
+fn judge_token(body: &str, service: Option<&str>) -> Result<String, String> {
     #[derive(Deserialize)]
     struct Token {
         #[serde(default)]
@@ -276,9 +434,30 @@ fn judge_token(body: &str) -> Result<String, String> {
         .unwrap_or_default();
     let about = format!("token \"{name}\" (scope: {scope}; {services}{expires})");
     let scopes: Vec<&str> = scope.split_whitespace().collect();
+    if let (Some(service), Some(list)) = (service, token.services.as_deref())
+        && !list.is_empty()
+        && !list.iter().any(|s| s == service)
+    {
+        return Err(format!(
+            "Fastly accepted the API {about}, but it may not purge service {service}. Create a \
+             token for that service, or correct the service ID."
+        ));
+    }
+    // Purge-all needs its own scope (a global token's user role decides).
+    let everything = match service {
+        Some(_) if !scopes.contains(&"purge_all") && !scopes.contains(&"global") => {
+            " It lacks the purge_all scope, so Fastly will refuse to purge everything."
+        }
+        _ => "",
+    };
+    let what = if service.is_some() {
+        "by URL and surrogate key"
+    } else {
+        "by URL"
+    };
     if scopes.contains(&"purge_select") {
         Ok(format!(
-            "Fastly accepted the API {about}; it may purge by URL."
+            "Fastly accepted the API {about}; it may purge {what}.{everything}"
         ))
     } else if scopes.contains(&"global") {
         Ok(format!(
@@ -293,62 +472,164 @@ fn judge_token(body: &str) -> Result<String, String> {
     }
 }
 
+/// What one POST came to: the status, the wait Fastly asked for, the body.
+type Answered = (StatusCode, Option<Duration>, String);
+
+impl Fastly {
+    /// POSTs to `endpoint` with the token, a JSON `body` when given, and the soft-purge
+    /// header when `soft`.
+    async fn post(
+        &self,
+        endpoint: String,
+        body: Option<Vec<u8>>,
+        soft: bool,
+    ) -> Result<Answered, Attempt> {
+        let mut request = self
+            .client
+            .post(endpoint)
+            .header("Fastly-Key", &self.settings.token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        if soft {
+            request = request.header("Fastly-Soft-Purge", "1");
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let wait = fastly_wait(response.headers(), SystemTime::now());
+                let body = response.text().await.unwrap_or_default();
+                Ok((status, wait, body))
+            }
+            Err(e) => Err(Attempt::Retry {
+                http_status: None,
+                reason: describe_error(&e),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// `{base}/service/{id}/{what}`, or why there is none.
+    fn service_endpoint(&self, what: &str) -> Result<String, Attempt> {
+        match &self.settings.service {
+            Some(id) => Ok(format!("{}/service/{id}/{what}", self.settings.base)),
+            None => Err(Attempt::Fail {
+                http_status: None,
+                reason: "no Fastly service ID is set: an admin enters it in Settings".into(),
+            }),
+        }
+    }
+
+    async fn purge_url(&self, urls: &[Url]) -> PurgeResult {
+        let n = urls.len();
+        let fail = |reason: String| {
+            let attempt = Attempt::Fail {
+                http_status: None,
+                reason,
+            };
+            PurgeResult::all(n, attempt, None)
+        };
+        let [url] = urls else {
+            // One URL per request: several would be a framework bug, not Fastly's answer.
+            return fail(format!("Fastly purges one URL per request, not {n}"));
+        };
+        let endpoint = match purge_endpoint(&self.settings.base, url) {
+            Ok(e) => e,
+            Err(reason) => return fail(reason),
+        };
+        match self.post(endpoint, None, self.settings.soft).await {
+            Ok((status, wait, body)) => interpret(status, wait, &body, n),
+            Err(attempt) => PurgeResult::all(n, attempt, None),
+        }
+    }
+
+    /// One batch surrogate-key purge of the keys that follow Fastly's rules; a key that does
+    /// not fails alone, with the reason.
+    async fn purge_keys(&self, keys: &[String]) -> PurgeResult {
+        let rules = FastlyKind.tag_rules();
+        let refusals: Vec<Option<String>> = keys.iter().map(|k| rules.check(k).err()).collect();
+        let valid: Vec<&str> = keys
+            .iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let sent = if valid.is_empty() {
+            PurgeResult::default()
+        } else {
+            let body = serde_json::to_vec(&serde_json::json!({ "surrogate_keys": valid }))
+                .expect("strings serialise");
+            match self.service_endpoint("purge") {
+                Err(attempt) => PurgeResult::all(valid.len(), attempt, None),
+                Ok(endpoint) => match self.post(endpoint, Some(body), self.settings.soft).await {
+                    Ok((status, wait, body)) => interpret_keys(status, wait, &body, &valid),
+                    Err(attempt) => PurgeResult::all(valid.len(), attempt, None),
+                },
+            }
+        };
+        let mut answers = sent.attempts.into_iter();
+        let attempts = keys
+            .iter()
+            .zip(refusals)
+            .map(|(key, refusal)| {
+                let answer = if refusal.is_none() {
+                    answers.next()
+                } else {
+                    None
+                };
+                answer.unwrap_or_else(|| Attempt::Fail {
+                    http_status: None,
+                    reason: format!(
+                        "not sent: surrogate key \"{key}\" {}",
+                        refusal.unwrap_or_default()
+                    ),
+                })
+            })
+            .collect();
+        PurgeResult {
+            attempts,
+            receipt: sent.receipt,
+        }
+    }
+
+    /// `purge_all` once for every site of the batch: it clears the whole service. Never soft:
+    /// Fastly cannot soft-purge everything.
+    async fn purge_everything(&self, n: usize) -> PurgeResult {
+        let endpoint = match self.service_endpoint("purge_all") {
+            Ok(e) => e,
+            Err(attempt) => return PurgeResult::all(n, attempt, None),
+        };
+        match self.post(endpoint, None, false).await {
+            Ok((status, wait, body)) => interpret_all(status, wait, &body, n),
+            Err(attempt) => PurgeResult::all(n, attempt, None),
+        }
+    }
+}
+
 impl Purger for Fastly {
     fn batch_sizes(&self, urls: &[Url]) -> Vec<usize> {
         vec![1; urls.len()]
     }
 
+    /// 256 surrogate keys per request; every site in one purge-all.
+    fn batch_size(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Tags => KEYS_PER_REQUEST,
+            Scope::Everything => usize::MAX,
+            Scope::Urls | Scope::Prefixes => 1,
+        }
+    }
+
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(async move {
-            let n = batch.urls.len();
-            let [url] = batch.urls.as_slice() else {
-                // One URL per request: several would be a framework bug, not Fastly's answer.
-                return PurgeResult::all(
-                    n,
-                    Attempt::Fail {
-                        http_status: None,
-                        reason: format!("Fastly purges one URL per request, not {n}"),
-                    },
-                    None,
-                );
-            };
-            let endpoint = match purge_endpoint(&self.settings.base, url) {
-                Ok(e) => e,
-                Err(reason) => {
-                    return PurgeResult::all(
-                        n,
-                        Attempt::Fail {
-                            http_status: None,
-                            reason,
-                        },
-                        None,
-                    );
-                }
-            };
-            let mut request = self
-                .client
-                .post(endpoint)
-                .header("Fastly-Key", &self.settings.token)
-                .header(reqwest::header::ACCEPT, "application/json");
-            if self.settings.soft {
-                request = request.header("Fastly-Soft-Purge", "1");
-            }
-            match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let wait = fastly_wait(response.headers(), SystemTime::now());
-                    let body = response.text().await.unwrap_or_default();
-                    interpret(status, wait, &body, n)
-                }
-                Err(e) => PurgeResult::all(
-                    n,
-                    Attempt::Retry {
-                        http_status: None,
-                        reason: describe_error(&e),
-                        retry_after: None,
-                    },
-                    None,
-                ),
+            match batch.scope {
+                Scope::Urls => self.purge_url(&batch.urls).await,
+                Scope::Tags => self.purge_keys(&batch.tags).await,
+                Scope::Everything => self.purge_everything(batch.len()).await,
+                Scope::Prefixes => super::unsupported(batch, "Fastly"),
             }
         })
     }
@@ -375,7 +656,7 @@ impl Purger for Fastly {
                     describe_answer(status, answer.as_ref(), &body)
                 ));
             }
-            judge_token(&body)
+            judge_token(&body, self.settings.service.as_deref())
         })
     }
 }
@@ -498,14 +779,124 @@ mod tests {
 
     #[test]
     fn a_token_without_purge_select_is_refused() {
-        let ok = judge_token(r#"{"name":"cdn-invalidator","scope":"purge_select","services":[]}"#)
-            .unwrap();
+        let ok = judge_token(
+            r#"{"name":"cdn-invalidator","scope":"purge_select","services":[]}"#,
+            None,
+        )
+        .unwrap();
         assert!(
             ok.contains("\"cdn-invalidator\"") && ok.contains("all services"),
             "{ok}"
         );
-        assert!(judge_token(r#"{"name":"g","scope":"global"}"#).is_ok());
-        let err = judge_token(r#"{"name":"ro","scope":"global:read purge_all"}"#).unwrap_err();
+        assert!(judge_token(r#"{"name":"g","scope":"global"}"#, None).is_ok());
+        let err =
+            judge_token(r#"{"name":"ro","scope":"global:read purge_all"}"#, None).unwrap_err();
         assert!(err.contains("lacks purge_select"), "{err}");
+    }
+    #[test]
+    fn a_service_id_offers_surrogate_keys_and_everything() {
+        let token = ("fastly_api_token", "k");
+        assert!(FastlyKind.scopes(&values(&[token])).is_empty());
+        // Snapshots hold no token: the service ID alone decides.
+        let with = values(&[("fastly_service_id", "SU1Z0isxPaozGVKXdv0eY")]);
+        assert_eq!(FastlyKind.scopes(&with), [Scope::Tags, Scope::Everything]);
+        assert_eq!(
+            FastlyKind.describe(&values(&[
+                ("fastly_service_id", "SU1Z0isxPaozGVKXdv0eY"),
+                ("fastly_soft_purge", "on")
+            ])),
+            "Fastly API purge by URL or surrogate key (service SU1Z0isxPaozGVKXdv0eY, soft purge)"
+        );
+        // Anything but letters and digits would change the request's path.
+        let bad = values(&[token, ("fastly_service_id", "../tokens")]);
+        let fields: Vec<&str> = FastlyKind.validate(&bad).iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["fastly_service_id"]);
+        assert!(FastlyKind.scopes(&bad).is_empty());
+    }
+
+    #[test]
+    fn surrogate_keys_have_no_whitespace_and_at_most_1024_bytes() {
+        let rules = FastlyKind.tag_rules();
+        assert!(rules.check("Company/Backpack_B").is_ok());
+        assert!(rules.check(&"k".repeat(1024)).is_ok());
+        assert!(
+            rules
+                .check(&"k".repeat(1025))
+                .unwrap_err()
+                .contains("Fastly accepts tags of at most 1024")
+        );
+        assert!(rules.check("a b").is_err());
+        assert!(rules.check("a\tb").is_err());
+    }
+
+    #[test]
+    fn each_key_is_done_only_when_fastlys_answer_lists_it() {
+        let r = interpret_keys(
+            StatusCode::OK,
+            None,
+            r#"{"a":"108-1-1","c":"108-1-3"}"#,
+            &["a", "b", "c"],
+        );
+        assert!(matches!(r.attempts[0], Attempt::Done { .. }));
+        assert!(
+            matches!(&r.attempts[1], Attempt::Retry { reason, .. } if reason.contains("no purge id for surrogate key \"b\"")),
+            "{:?}",
+            r.attempts[1]
+        );
+        assert!(matches!(r.attempts[2], Attempt::Done { .. }));
+        assert_eq!(r.receipt.unwrap().provider_id.as_deref(), Some("108-1-1"));
+        let r = interpret_keys(
+            StatusCode::BAD_REQUEST,
+            None,
+            r#"{"msg":"Bad request","detail":"Too many keys"}"#,
+            &["a"],
+        );
+        assert_eq!(
+            r.attempts,
+            [Attempt::Fail {
+                http_status: Some(400),
+                reason: "Fastly 400 Bad Request: Bad request — Too many keys".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_forbidden_purge_all_names_the_scope_it_needs() {
+        let r = interpret_all(StatusCode::FORBIDDEN, None, r#"{"msg":"Forbidden"}"#, 2);
+        assert_eq!(r.attempts.len(), 2);
+        assert!(
+            matches!(&r.attempts[0], Attempt::Fail { reason, .. } if reason == "Fastly 403 Forbidden: Forbidden (purging everything needs an API token with the purge_all scope)"),
+            "{:?}",
+            r.attempts[0]
+        );
+        let ok = interpret_all(StatusCode::OK, None, r#"{"status":"ok"}"#, 2);
+        assert!(
+            ok.attempts
+                .iter()
+                .all(|a| matches!(a, Attempt::Done { .. }))
+        );
+    }
+
+    #[test]
+    fn a_token_for_other_services_or_without_purge_all_is_named() {
+        let other = judge_token(
+            r#"{"name":"t","scope":"purge_select","services":["OTHER"]}"#,
+            Some("SVC"),
+        )
+        .unwrap_err();
+        assert!(other.contains("may not purge service SVC"), "{other}");
+        let ok = judge_token(
+            r#"{"name":"t","scope":"purge_select","services":["SVC"]}"#,
+            Some("SVC"),
+        )
+        .unwrap();
+        assert!(ok.contains("by URL and surrogate key"), "{ok}");
+        assert!(ok.contains("lacks the purge_all scope"), "{ok}");
+        let all = judge_token(
+            r#"{"name":"t","scope":"purge_select purge_all"}"#,
+            Some("SVC"),
+        )
+        .unwrap();
+        assert!(!all.contains("purge_all scope"), "{all}");
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::helpers::*;
 use crate::sim_akamai::{
-    ACCESS_TOKEN, AkamaiSim, CLIENT_SECRET, CLIENT_TOKEN, edgerc, purge_through_worker,
+    ACCESS_TOKEN, AkamaiSim, CLIENT_SECRET, CLIENT_TOKEN, edgerc, purge_rows_through_worker,
+    purge_through_worker,
 };
 use reqwest::StatusCode;
 
@@ -330,5 +331,191 @@ async fn accepted_urls_count_as_cleared_only_once_akamais_estimate_has_passed() 
         texts(&html, "#clearing")[0].starts_with("Cleared: accepted by Akamai"),
         "{:?}",
         texts(&html, "#clearing")
+    );
+}
+
+/// The admin maps assets to cache tags (Akamai's `Edge-Cache-Tag`), and the user clears
+/// every variant of two assets: one request to the tag endpoint of the chosen action and
+/// network, `{"objects":[…tags]}`, EdgeGrid-signed (the simulator checks the signature and
+/// answers 401 otherwise), accepted like URLs and cleared after Akamai's estimate.
+#[tokio::test]
+async fn cache_tags_go_to_the_tag_endpoint_signed_like_urls() {
+    let sim = AkamaiSim::start(1.0).await;
+    sim.set_estimated_seconds(1);
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[("akamai_action", "delete")]).await;
+    let r = admin.save_variants("tags", "Edge-Cache-Tag").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let user = app.user(&admin, "ursula").await;
+    let id = user
+        .invalidate_variants(&["Backpack_B", "Tent-2P.v1", "Backpack_B"], "tags")
+        .await;
+    let json = user.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "tags", "{json}");
+
+    let purges: Vec<_> = sim
+        .received()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/ccu/v3/"))
+        .collect();
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    let tag = &purges[0];
+    assert_eq!(
+        (tag.method.as_str(), tag.path.as_str(), tag.status),
+        ("POST", "/ccu/v3/delete/tag/production", 201),
+        "{tag:?}"
+    );
+    assert_eq!(tag.content_type, "application/json");
+    assert_eq!(tag.objects, ["Backpack_B", "Tent-2P.v1"]);
+    assert_eq!(
+        tag.body_len,
+        r#"{"objects":["Backpack_B","Tent-2P.v1"]}"#.len()
+    );
+    let purge_id = json["batches"][0]["provider_id"].as_str().unwrap();
+    assert!(purge_id.starts_with("edcp-sim"), "{json}");
+    assert_no_secret(&json.to_string());
+}
+
+/// Akamai's tag rules are checked before anything is queued: a tag with a `/` or longer
+/// than 128 characters is refused at Continue, naming the asset.
+#[tokio::test]
+async fn a_tag_akamai_would_refuse_is_refused_at_continue_naming_the_asset() {
+    let sim = AkamaiSim::start(1.0).await;
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[]).await;
+    assert_eq!(
+        admin.save_variants("tags", "Edge-Cache-Tag").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let user = app.user(&admin, "ursula").await;
+    let long = "L".repeat(129);
+    let ids = ["Company/Backpack", long.as_str(), "Tent_2P"];
+    let r = user.continue_variants(&ids, "tags").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    let errors = texts(&html, "#variant-errors li");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("Company/Backpack")
+            && errors[0].contains("\"/\", which Akamai does not accept in a tag"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains(&long) && errors[1].contains("Akamai accepts tags of at most 128"),
+        "{errors:?}"
+    );
+    assert!(
+        texts(&html, ".list-error")
+            .concat()
+            .starts_with("Nothing was invalidated"),
+        "{:?}",
+        texts(&html, ".list-error")
+    );
+    let history = user.page("/invalidations").await;
+    assert!(
+        texts(&history, "#history tbody tr").is_empty(),
+        "nothing queued"
+    );
+    assert!(
+        sim.received().iter().all(|r| !r.path.contains("/tag/")),
+        "nothing sent"
+    );
+}
+
+/// Another client on the account has just used every tag token: the 429 ("Tag Rate Limit
+/// exceeded") is retried after the wait Akamai's headers give, and then accepted.
+#[tokio::test]
+async fn a_tag_429_is_retried_after_the_wait_akamais_headers_give() {
+    let sim = AkamaiSim::start(1.0).await;
+    sim.set_estimated_seconds(1);
+    let app = spawn_app().await;
+    let admin = configure(&app, &sim, &[]).await;
+    assert_eq!(
+        admin.save_variants("tags", "Edge-Cache-Tag").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    sim.drain_tag_tokens();
+    let id = admin.invalidate_variants(&["Backpack_B"], "tags").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["urls"][0]["attempts"], 2, "{json}");
+    let answers: Vec<(u16, Option<String>)> = sim
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/ccu/v3/invalidate/tag/production")
+        .map(|r| (r.status, r.title))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (429, Some("Tag Rate Limit exceeded".to_string())),
+            (201, None)
+        ]
+    );
+}
+
+/// 12,000 tags of the longest kind Akamai takes (128 characters) through the worker, with
+/// the buckets sped up 300 times (tags refill at 2,500/s instead of 500/min): each request
+/// stays within 50,000 bytes, the tag bucket covers every request (none answered 429), every
+/// tag is sent once, and the 7,000 tags beyond the burst take the time the bucket allows.
+#[tokio::test]
+async fn twelve_thousand_tags_are_split_within_the_body_limit_and_paced_by_the_tag_bucket() {
+    let scale = 300.0;
+    let sim = AkamaiSim::start(scale).await;
+    let tags: Vec<String> = (0..12_000)
+        .map(|i| format!("{:~<128}", format!("asset-{i:06}-")))
+        .collect();
+    let run = purge_rows_through_worker(
+        &sim,
+        cdn_invalidator::cdn::Scope::Tags,
+        tags.clone(),
+        "images.example.com",
+        scale,
+    )
+    .await;
+    assert_eq!((run.accepted, run.failed), (12_000, 0), "{run:?}");
+    let received = sim.received();
+    assert!(
+        received
+            .iter()
+            .all(|r| r.path == "/ccu/v3/invalidate/tag/production"),
+        "{:?}",
+        received.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    let answers: Vec<(u16, usize, u128)> = received
+        .iter()
+        .map(|r| {
+            let at = r.at.duration_since(run.started).as_millis();
+            (r.status, r.objects.len(), at)
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|(status, ..)| *status == 201),
+        "(status, tags, ms): {answers:?}"
+    );
+    // 381 of the longest tags is the most a 50,000-byte body holds.
+    assert_eq!(received.len(), 12_000usize.div_ceil(381));
+    assert!(received.iter().all(|r| r.objects.len() <= 381));
+    let largest = received.iter().map(|r| r.body_len).max().unwrap();
+    assert!(
+        (49_000..=50_000).contains(&largest),
+        "full requests, within the limit: {largest}"
+    );
+    let mut sent: Vec<String> = received.into_iter().flat_map(|r| r.objects).collect();
+    sent.sort();
+    let mut expected = tags;
+    expected.sort();
+    assert_eq!(sent, expected, "every tag sent exactly once");
+    // (12,000 − 5,000 burst) tags at 2,500/s cannot take less than 2.8 s.
+    assert!(
+        run.elapsed.as_secs_f64() >= 2.8,
+        "faster than the tag bucket allows: {:?}",
+        run.elapsed
     );
 }

@@ -1,8 +1,8 @@
 //! Fastly through the UI: settings, Test connection, one purge per URL, soft purge, errors
-//! and 429s, against the loopback Fastly API.
+//! and 429s, surrogate keys and purge-all, against the loopback Fastly API.
 
 use crate::helpers::*;
-use crate::sim_fastly::FastlySim;
+use crate::sim_fastly::{FastlySim, SERVICE_ID};
 use reqwest::StatusCode;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,6 +11,16 @@ const TOKEN: &str = "fastly-key-YOUR_FASTLY_TOKEN_8f3k2";
 const SERVER: &str = "https://images.example.com";
 
 async fn save(admin: &Browser, sim: &FastlySim, token: &str, soft: &str) -> reqwest::Response {
+    save_with_service(admin, sim, token, soft, "").await
+}
+
+async fn save_with_service(
+    admin: &Browser,
+    sim: &FastlySim,
+    token: &str,
+    soft: &str,
+    service: &str,
+) -> reqwest::Response {
     admin
         .save_provider(
             SERVER,
@@ -20,6 +30,51 @@ async fn save(admin: &Browser, sim: &FastlySim, token: &str, soft: &str) -> reqw
                 ("fastly_base_url", &sim.base()),
                 ("fastly_api_token", token),
                 ("fastly_soft_purge", soft),
+                ("fastly_service_id", service),
+            ],
+        )
+        .await
+}
+
+/// An admin with Fastly on the simulator's service, assets mapped to surrogate keys.
+async fn setup_keys(app: &TestApp, sim: &FastlySim, soft: &str) -> Browser {
+    let admin = app.admin().await;
+    let r = save_with_service(&admin, sim, TOKEN, soft, SERVICE_ID).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let r = admin.save_variants("tags", "Surrogate-Key").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    admin
+}
+
+/// Presses *Purge everything* on the variants page, confirmed as the page asks.
+async fn purge_everything(admin: &Browser) -> reqwest::Response {
+    let page = admin.page("/settings/variants").await;
+    let key = attr(
+        &page,
+        "#purge-everything input[name=idempotency_key]",
+        "value",
+    )
+    .expect("the purge everything form");
+    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let host = SERVER.strip_prefix("https://").unwrap();
+    admin
+        .post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", host),
+                ("understood", "yes"),
+                ("idempotency_key", &key),
+                ("csrf_token", &token),
             ],
         )
         .await
@@ -180,4 +235,200 @@ async fn a_429_waits_until_fastlys_rate_limit_resets() {
     let gap = got[1].at - got[0].at;
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
     assert_eq!(json["batches"].as_array().unwrap().len(), 1);
+}
+
+/// 600 assets mapped to surrogate keys: three batch purges of at most 256 keys to the
+/// service, JSON bodies, the token, soft purge as set; every key purged once.
+#[tokio::test]
+async fn surrogate_keys_go_to_the_service_in_batches_of_at_most_256() {
+    let sim = FastlySim::start(TOKEN, "purge_select").await;
+    let app = spawn_app().await;
+    let admin = setup_keys(&app, &sim, "on").await;
+    let user = app.user(&admin, "ursula").await;
+    let ids: Vec<String> = (0..600).map(|i| format!("Company/asset-{i:04}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let id = user.invalidate_variants(&refs, "tags").await;
+    let json = user.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "tags");
+
+    let requests = sim.received();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for r in &requests {
+        assert_eq!(
+            (r.method.as_str(), r.path_and_query.as_str(), r.status),
+            ("POST", format!("/service/{SERVICE_ID}/purge").as_str(), 200)
+        );
+        assert_eq!(r.fastly_key.as_deref(), Some(TOKEN));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert!(r.soft, "Fastly-Soft-Purge: 1 with soft purge on");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(body["surrogate_keys"].as_array().unwrap().len() <= 256);
+    }
+    assert!(
+        sim.key_purges()
+            .iter()
+            .all(|p| p.soft && p.service == SERVICE_ID)
+    );
+    let mut sizes: Vec<usize> = sim.key_purges().iter().map(|p| p.keys.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, [88, 256, 256]);
+    let mut sent: Vec<String> = sim.key_purges().into_iter().flat_map(|p| p.keys).collect();
+    sent.sort();
+    assert_eq!(sent, ids, "every key purged once");
+    // Each request's first purge id is kept with it.
+    let batches = json["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 3);
+    assert!(
+        batches
+            .iter()
+            .all(|b| b["provider_id"].as_str().unwrap().starts_with("108-")),
+        "{json}"
+    );
+    assert!(!json.to_string().contains(TOKEN));
+
+    // Soft purge off: no header.
+    let r = save_with_service(&admin, &sim, "", "off", SERVICE_ID).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let id = user
+        .invalidate_variants(&["Company/asset-0000"], "tags")
+        .await;
+    assert_eq!(user.wait_finished(id).await["status"], "succeeded");
+    assert!(!sim.received().last().unwrap().soft);
+}
+
+/// Fastly's answer maps each key it purged to a purge id: a key left out was not purged, and
+/// is sent again by itself.
+#[tokio::test]
+async fn a_key_missing_from_fastlys_answer_is_sent_again() {
+    let sim = FastlySim::start(TOKEN, "purge_select").await;
+    let app = spawn_app().await;
+    let admin = setup_keys(&app, &sim, "off").await;
+    sim.leave_out_key_once("Tent_2P");
+    let id = admin
+        .invalidate_variants(&["Backpack_B", "Tent_2P"], "tags")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    let keys: Vec<Vec<String>> = sim.key_purges().into_iter().map(|p| p.keys).collect();
+    assert_eq!(keys, [vec!["Backpack_B"], vec!["Tent_2P"]]);
+    let attempts: Vec<(String, i64)> = json["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["url"].as_str().unwrap().to_string(),
+                u["attempts"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [("Backpack_B".to_string(), 1), ("Tent_2P".to_string(), 2)]
+    );
+}
+
+/// Surrogate keys are space-separated and at most 1,024 bytes: a longer asset ID is refused
+/// at Continue, naming the asset, and nothing is sent. Without a service ID, Fastly offers
+/// listed URLs only.
+#[tokio::test]
+async fn a_key_fastly_cannot_take_is_refused_at_continue() {
+    let sim = FastlySim::start(TOKEN, "purge_select").await;
+    let app = spawn_app().await;
+    let admin = setup_keys(&app, &sim, "off").await;
+    let long = "k".repeat(1025);
+    let r = admin
+        .continue_variants(&["Backpack_B", &long], "tags")
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    let errors = texts(&html, "#variant-errors li");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&long) && errors[0].contains("Fastly accepts tags of at most 1024"),
+        "{errors:?}"
+    );
+    assert!(sim.received().is_empty());
+
+    let r = save_with_service(&admin, &sim, "", "off", "").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.save_variants("tags", "Surrogate-Key").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    assert!(
+        texts(&html, "#variants-error")
+            .concat()
+            .contains("Fastly cannot purge by cache tag"),
+        "{:?}",
+        texts(&html, "#variants-error")
+    );
+}
+
+/// Purge everything is one `purge_all` for the service, never soft (Fastly cannot soft-purge
+/// everything), recorded like any invalidation.
+#[tokio::test]
+async fn purge_everything_is_one_purge_all_never_soft() {
+    let sim = FastlySim::start(TOKEN, "purge_select purge_all").await;
+    let app = spawn_app().await;
+    let admin = setup_keys(&app, &sim, "on").await;
+    let r = purge_everything(&admin).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let json = admin.wait_finished(invalidation_id(&r)).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "everything");
+    assert_eq!(sim.purged_all(), [SERVICE_ID]);
+    let got = sim.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path_and_query.as_str()),
+        ("POST", format!("/service/{SERVICE_ID}/purge_all").as_str())
+    );
+    assert!(!got[0].soft, "purge_all is never soft");
+    assert_eq!(got[0].fastly_key.as_deref(), Some(TOKEN));
+}
+
+/// A token without the purge_all scope: Fastly answers 403, and the invalidation says what
+/// the token lacks.
+#[tokio::test]
+async fn purge_everything_without_the_purge_all_scope_says_so() {
+    let sim = FastlySim::start(TOKEN, "purge_select").await;
+    let app = spawn_app().await;
+    let admin = setup_keys(&app, &sim, "off").await;
+    let (ok, message) = admin.test_connection().await;
+    assert!(ok, "{message}");
+    assert!(message.contains("lacks the purge_all scope"), "{message}");
+    let r = purge_everything(&admin).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let json = admin.wait_finished(invalidation_id(&r)).await;
+    assert_eq!(json["status"], "failed", "{json}");
+    assert_eq!(
+        json["urls"][0]["error"],
+        "Fastly 403 Forbidden: Forbidden (purging everything needs an API token with the purge_all scope)"
+    );
+    assert_eq!(json["urls"][0]["attempts"], 1, "a 403 is not retried");
+    assert!(sim.purged_all().is_empty());
+}
+
+/// The simulator refuses what Fastly refuses: more than 256 keys in one request.
+#[tokio::test]
+async fn the_simulator_refuses_more_than_256_keys_like_fastly() {
+    let sim = FastlySim::start(TOKEN, "purge_select").await;
+    let keys: Vec<String> = (0..257).map(|i| format!("k{i}")).collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/service/{SERVICE_ID}/purge", sim.base()))
+        .header("Fastly-Key", TOKEN)
+        .json(&serde_json::json!({ "surrogate_keys": keys }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["msg"], "Bad request");
+    assert!(sim.key_purges().is_empty());
 }

@@ -1,7 +1,8 @@
 //! A loopback Akamai Fast Purge (CCU v3) that checks requests the way the real API does:
 //! EdgeGrid signature (verified here independently of the app's signer), path, method,
-//! `Content-Type`, body size and shape, and the two token buckets (refused requests cost
-//! nothing), answering with Akamai's documented bodies and `X-Ratelimit-*` headers.
+//! `Content-Type`, body size and shape, URLs and cache tags by Akamai's rules, and the token
+//! buckets of requests, URLs and tags (refused requests cost nothing), answering with Akamai's
+//! documented bodies and `X-Ratelimit-*` headers.
 //! Shared with `benches/akamai_pacing.rs`.
 #![allow(dead_code)]
 
@@ -9,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use cdn_invalidator::cdn::Scope;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -24,6 +26,10 @@ const REQUEST_BURST: f64 = 100.0;
 const REQUESTS_PER_SECOND: f64 = 50.0;
 const URL_BURST: f64 = 10_000.0;
 const URLS_PER_SECOND: f64 = 200.0;
+const TAG_BURST: f64 = 5_000.0;
+const TAGS_PER_SECOND: f64 = 500.0 / 60.0;
+const MAX_TAG_LEN: usize = 128;
+const TAG_PUNCTUATION: &str = "!#$%&'+-.^_`|~";
 const MAX_BODY: usize = 50_000;
 const PROBLEM: &str = "application/api-problem+json";
 
@@ -41,6 +47,7 @@ pub struct Received {
     pub path: String,
     pub content_type: String,
     pub body_len: usize,
+    /// The URLs or tags of a purge (the path says which).
     pub objects: Vec<String>,
     pub status: u16,
     /// The problem `title` of an error answer.
@@ -53,6 +60,7 @@ struct State {
     scale: f64,
     requests: f64,
     urls: f64,
+    tags: f64,
     at: Instant,
     nonces: HashSet<String>,
     received: Vec<Received>,
@@ -60,6 +68,8 @@ struct State {
     next_id: u64,
     /// Another client keeps the URL bucket empty until our next purge request has been refused.
     drained: bool,
+    /// The same for the tag bucket.
+    tags_drained: bool,
     /// What accepted purges answer as `estimatedSeconds` (Akamai documents 5).
     estimated_seconds: u64,
     /// Added to every answer: a real API is a round trip across the internet away.
@@ -72,6 +82,7 @@ impl State {
         let dt = now.duration_since(self.at).as_secs_f64() * self.scale;
         self.requests = (self.requests + dt * REQUESTS_PER_SECOND).min(REQUEST_BURST);
         self.urls = (self.urls + dt * URLS_PER_SECOND).min(URL_BURST);
+        self.tags = (self.tags + dt * TAGS_PER_SECOND).min(TAG_BURST);
         self.at = now;
     }
 
@@ -80,10 +91,20 @@ impl State {
         format!("{prefix}-sim{:06}", self.next_id)
     }
 
-    /// The documented `X-Ratelimit-*` headers, at the current time scale.
-    fn rate_headers(&self) -> Vec<(&'static str, String)> {
+    /// (tokens left, burst, refill per second unscaled) of the bucket `kind` draws on.
+    fn objects(&self, kind: Kind) -> (f64, f64, f64) {
+        match kind {
+            Kind::Url => (self.urls, URL_BURST, URLS_PER_SECOND),
+            Kind::Tag => (self.tags, TAG_BURST, TAGS_PER_SECOND),
+        }
+    }
+
+    /// The documented `X-Ratelimit-*` headers, at the current time scale; the object headers
+    /// are about the bucket `kind` draws on.
+    fn rate_headers(&self, kind: Kind) -> Vec<(&'static str, String)> {
+        let (left, burst, rate) = self.objects(kind);
         let per_second = REQUESTS_PER_SECOND * self.scale;
-        let per_second_urls = URLS_PER_SECOND * self.scale;
+        let per_second_urls = rate * self.scale;
         vec![
             ("X-Ratelimit-Limit", format!("{REQUEST_BURST}")),
             (
@@ -95,21 +116,35 @@ impl State {
                 "X-Ratelimit-Seconds-To-Refresh-Limit",
                 format!("{:.6}", (REQUEST_BURST - self.requests) / per_second),
             ),
-            ("X-Ratelimit-Limit-Objects", format!("{URL_BURST}")),
-            (
-                "X-Ratelimit-Remaining-Objects",
-                format!("{}", self.urls.floor()),
-            ),
+            ("X-Ratelimit-Limit-Objects", format!("{burst}")),
+            ("X-Ratelimit-Remaining-Objects", format!("{}", left.floor())),
             (
                 "X-Ratelimit-Limit-Per-Second-Objects",
                 format!("{per_second_urls}"),
             ),
             (
                 "X-Ratelimit-Seconds-To-Refresh-Limit-Objects",
-                format!("{:.6}", (URL_BURST - self.urls) / per_second_urls),
+                format!("{:.6}", (burst - left) / per_second_urls),
             ),
         ]
     }
+}
+
+/// What a purge call names: URLs or cache tags (the status call counts as URLs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Url,
+    Tag,
+}
+
+/// Akamai's cache tag rules: at most 128 characters, letters, digits and a few punctuation
+/// marks (checked here apart from the app's copy of them).
+fn tag_allowed(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= MAX_TAG_LEN
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || TAG_PUNCTUATION.contains(c))
 }
 
 #[derive(Clone)]
@@ -204,12 +239,14 @@ impl AkamaiSim {
             scale,
             requests: REQUEST_BURST,
             urls: URL_BURST,
+            tags: TAG_BURST,
             at: Instant::now(),
             nonces: HashSet::new(),
             received: Vec::new(),
             unauthorized_hosts: Vec::new(),
             next_id: 0,
             drained: false,
+            tags_drained: false,
             estimated_seconds: 5,
             latency: std::time::Duration::ZERO,
         }));
@@ -262,6 +299,11 @@ impl AkamaiSim {
         let support_id = s.id("edsup");
         let (status, json, rate_headers) =
             Self::decide(&mut s, req, body, &content_type, &support_id, &mut received);
+        let kind = if req.path().contains("/tag/") {
+            Kind::Tag
+        } else {
+            Kind::Url
+        };
         received.status = status;
         received.title = json["title"].as_str().map(str::to_string);
         s.received.push(received);
@@ -272,7 +314,7 @@ impl AkamaiSim {
             PROBLEM
         });
         if rate_headers {
-            for (k, v) in s.rate_headers() {
+            for (k, v) in s.rate_headers(kind) {
                 r.insert_header((k, v));
             }
         }
@@ -298,17 +340,24 @@ impl AkamaiSim {
         }
         let parts: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
         let status_call = parts == ["ccu", "v3", "rate-limit-status", "url"];
-        let purge_call = matches!(
-            parts.as_slice(),
+        let purge_call = match parts.as_slice() {
             [
                 "ccu",
                 "v3",
                 "invalidate" | "delete",
                 "url",
-                "staging" | "production"
-            ]
-        );
-        if !status_call && !purge_call {
+                "staging" | "production",
+            ] => Some(Kind::Url),
+            [
+                "ccu",
+                "v3",
+                "invalidate" | "delete",
+                "tag",
+                "staging" | "production",
+            ] => Some(Kind::Tag),
+            _ => None,
+        };
+        if !status_call && purge_call.is_none() {
             let (c, j) = problem(404, "Not Found", req.path(), support_id);
             return (c, j, false);
         }
@@ -322,13 +371,20 @@ impl AkamaiSim {
             return (c, j, false);
         }
         s.refill();
-        if s.drained && !status_call {
-            s.urls = 0.0;
-            s.drained = false;
-        }
-        if status_call {
+        let Some(kind) = purge_call else {
             let j = serde_json::json!({"httpStatus": 201, "detail": "Rate limit status", "supportId": support_id});
             return (201, j, true);
+        };
+        match kind {
+            Kind::Url if s.drained => {
+                s.urls = 0.0;
+                s.drained = false;
+            }
+            Kind::Tag if s.tags_drained => {
+                s.tags = 0.0;
+                s.tags_drained = false;
+            }
+            _ => {}
         }
         if body.len() > MAX_BODY {
             let (c, j) = problem(
@@ -355,12 +411,19 @@ impl AkamaiSim {
             let (c, j) = problem(
                 400,
                 "bad request",
-                "objects must be a non-empty list of URLs",
+                "objects must be a non-empty list of strings",
                 support_id,
             );
             return (c, j, false);
         };
         received.objects = objects.clone();
+        if kind == Kind::Tag {
+            if let Some(bad) = objects.iter().find(|t| !tag_allowed(t)) {
+                let (c, j) = problem(400, "bad tag", bad, support_id);
+                return (c, j, false);
+            }
+            return Self::take(s, kind, objects.len() as f64, support_id);
+        }
         for object in &objects {
             let parsed = url::Url::parse(object).ok().filter(|u| {
                 matches!(u.scheme(), "http" | "https")
@@ -378,18 +441,28 @@ impl AkamaiSim {
                 return (c, j, false);
             }
         }
-        let n = objects.len() as f64;
-        // A refused request takes no tokens.
-        if s.requests < 1.0 || s.urls < n {
-            let url_limit = s.urls < n;
-            let (limit, remaining, size) = if url_limit {
-                (URL_BURST, s.urls.floor(), n)
+        Self::take(s, kind, objects.len() as f64, support_id)
+    }
+
+    /// Takes a request token and `n` tokens of `kind`'s bucket and accepts, or refuses with
+    /// 429 and takes nothing.
+    fn take(s: &mut State, kind: Kind, n: f64, support_id: &str) -> (u16, serde_json::Value, bool) {
+        let (left, burst, _) = s.objects(kind);
+        if s.requests < 1.0 || left < n {
+            let object_limit = left < n;
+            let (limit, remaining, size) = if object_limit {
+                (burst, left.floor(), n)
             } else {
                 (REQUEST_BURST, s.requests.floor(), 1.0)
             };
+            let title = match (object_limit, kind) {
+                (true, Kind::Url) => "URL Rate Limit exceeded",
+                (true, Kind::Tag) => "Tag Rate Limit exceeded",
+                (false, _) => "Rate Limit exceeded",
+            };
             let j = serde_json::json!({
                 "supportId": support_id,
-                "title": if url_limit { "URL Rate Limit exceeded" } else { "Rate Limit exceeded" },
+                "title": title,
                 "httpStatus": 429,
                 "describedBy": "https://techdocs.akamai.com/purge-cache/reference/api-errors",
                 "detail": "",
@@ -400,7 +473,10 @@ impl AkamaiSim {
             return (429, j, true);
         }
         s.requests -= 1.0;
-        s.urls -= n;
+        match kind {
+            Kind::Url => s.urls -= n,
+            Kind::Tag => s.tags -= n,
+        }
         let purge_id = s.id("edcp");
         let j = serde_json::json!({
             "httpStatus": 201,
@@ -429,7 +505,6 @@ impl AkamaiSim {
             .push(host.into());
     }
 
-    /// Empties the URL bucket now, as another client on the account would.
     /// Accepted purges answer `estimatedSeconds: seconds` from now on.
     pub fn set_estimated_seconds(&self, seconds: u64) {
         self.state.lock().unwrap().estimated_seconds = seconds;
@@ -448,6 +523,14 @@ impl AkamaiSim {
         s.urls = 0.0;
         s.drained = true;
     }
+
+    /// [`AkamaiSim::drain_url_tokens`] for the tag bucket.
+    pub fn drain_tag_tokens(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.refill();
+        s.tags = 0.0;
+        s.tags_drained = true;
+    }
 }
 
 /// What a purge driven through the worker came to.
@@ -465,6 +548,23 @@ pub struct WorkerRun {
 /// production purge settings, against `sim`, with Akamai's refill rates times `scale`.
 /// Only the rate scale is not something an admin can set: it is a hidden provider value.
 pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64) -> WorkerRun {
+    let publish_server = url::Url::parse(&urls[0])
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_string();
+    purge_rows_through_worker(sim, Scope::Urls, urls, &publish_server, scale).await
+}
+
+/// [`purge_through_worker`] for rows of any `scope` (cache tags: asset IDs), with
+/// `publish_server` as the settings' publish server.
+pub async fn purge_rows_through_worker(
+    sim: &AkamaiSim,
+    scope: Scope,
+    rows: Vec<String>,
+    publish_server: &str,
+    scale: f64,
+) -> WorkerRun {
     use cdn_invalidator::cdn::{ProviderSnapshot, PurgeConfig};
     use cdn_invalidator::store::{NewInvalidation, ProviderChoice, Role, Store, UrlStatus};
     use cdn_invalidator::worker::Worker;
@@ -503,14 +603,8 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         provider: "akamai".into(),
         values: values.clone(),
     };
-    // The URLs' host is the publish server, as the settings page would require.
-    let publish_server = url::Url::parse(&urls[0])
-        .unwrap()
-        .host_str()
-        .unwrap()
-        .to_string();
     let settings = cdn_invalidator::domain::settings::SettingsInput {
-        publish_server,
+        publish_server: publish_server.to_string(),
         ..Default::default()
     };
     store
@@ -522,7 +616,7 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         provider: "akamai".into(),
         values,
     };
-    let count = urls.len();
+    let count = rows.len();
     let id = store
         .create_invalidation(
             &NewInvalidation {
@@ -530,11 +624,11 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
                 idempotency_key: "bench".into(),
                 provider: "akamai".into(),
                 provider_settings: serde_json::to_string(&snapshot).unwrap(),
-                urls,
+                urls: rows,
                 duplicates_dropped: 0,
                 retry_of: None,
                 pacing_key: snapshot.pacing_key(),
-                scope: cdn_invalidator::cdn::Scope::Urls,
+                scope,
                 covered: Vec::new(),
             },
             |_| Default::default(),
