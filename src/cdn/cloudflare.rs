@@ -1,13 +1,18 @@
-//! Cloudflare: `POST /zones/{zone_id}/purge_cache` with `{"files":[…]}` and a Bearer API token.
+//! Cloudflare: `POST /zones/{zone_id}/purge_cache` with a Bearer API token, and one of
+//! `{"files":[…]}` (URLs), `{"tags":[…]}` (cache tags), `{"prefixes":["host/path",…]}` (path
+//! prefixes) or `{"purge_everything":true}` (the whole zone).
 //!
 //! Cloudflare calls it "Instant Purge": there is no status to poll, an accepted request is done.
 //! URLs per request are capped (100 on every plan by Cloudflare's current documentation, 500 on
-//! Enterprise; older documentation said 30), so the batch size is a setting.
+//! Enterprise; older documentation said 30), so the batch size is a setting. Tags and prefixes
+//! are "operations" capped at 100 per request on every plan, and those requests (and purge
+//! everything) have a rate of their own per plan, paced apart from the URL rate
+//! (<https://developers.cloudflare.com/cache/how-to/purge-cache/>).
 
 use super::{
     Attempt, Batch, BoxFuture, Bucket, Context, Field, FieldError, FieldKind, Measured, Model,
-    OVERHEAD_MS, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Sending, Values,
-    body_excerpt, describe_error, parse_base_url, refused, retry_after, status_text, value,
+    OVERHEAD_MS, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Scope, Sending, TagRules,
+    Values, body_excerpt, describe_error, parse_base_url, refused, retry_after, status_text, value,
 };
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -16,12 +21,33 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Cloudflare's cache purge API, by URL ("single-file purge").
+/// Cloudflare's cache purge API: by URL ("single-file purge"), cache tag, prefix, or everything.
 pub struct CloudflareKind;
 
 const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
 /// Enterprise zones accept 500 URLs per request; no plan accepts more.
 const MAX_BATCH: usize = 500;
+/// Most tags or prefixes ("operations") in one request, on every plan (older documentation
+/// said 30; a lower "URLs per request" setting lowers this too).
+const MAX_OPERATIONS: usize = 100;
+/// Most path separators (`/`) Cloudflare accepts in one prefix (purge by prefix, Limitations).
+const MAX_PREFIX_SEPARATORS: usize = 31;
+/// Longest cache tag sent. Cloudflare documents no limit for one tag, only that a response's
+/// `Cache-Tag` headers together stay within 16 KB after the field name (older pages: 1,000
+/// unique tags, and 120 characters of tags per purge call); 1,024 bytes keeps a tag a small
+/// share of that and matches Fastly's surrogate keys, so one origin header fits both.
+const MAX_TAG_BYTES: usize = 1024;
+
+/// The zone's plan, for the rate of tag, prefix and purge-everything requests: (value, label).
+const PLANS: &[(&str, &str)] = &[
+    ("free", "Free: 5 requests a minute, bursts of 25"),
+    ("pro", "Pro: 5 requests a second, bursts of 25"),
+    ("business", "Business: 10 requests a second, bursts of 50"),
+    (
+        "enterprise",
+        "Enterprise: 50 requests a second, bursts of 500",
+    ),
+];
 
 const FIELDS: &[Field] = &[
     Field {
@@ -54,7 +80,8 @@ const FIELDS: &[Field] = &[
         label: "URLs per request",
         help: "Cloudflare's documentation allows at most 100 URLs per purge request on every plan, \
                500 on Enterprise zones (1–500). Older documentation said 30: lower it if Cloudflare \
-               refuses requests as too large.",
+               refuses requests as too large. Cache tags and prefixes go at most 100 a request, fewer when \
+               this is lower.",
         kind: FieldKind::Text,
         default: "100",
         docs: "https://developers.cloudflare.com/cache/how-to/purge-cache/",
@@ -68,6 +95,16 @@ const FIELDS: &[Field] = &[
         default: "800",
         docs: "https://developers.cloudflare.com/cache/how-to/purge-cache/",
     },
+    Field {
+        name: "cloudflare_plan",
+        label: "Plan (tag, prefix and purge-everything rate)",
+        help: "Purges by cache tag or prefix, and purge everything, have their own rate per plan, apart \
+               from the URL rate: requests are paced to it instead of being refused. Free is the slowest, \
+               so it is never too fast for any plan.",
+        kind: FieldKind::Choice(PLANS),
+        default: "free",
+        docs: "https://developers.cloudflare.com/cache/how-to/purge-cache/",
+    },
 ];
 
 /// Cloudflare's lowest documented single-file purge rate (Free plan), URLs per second.
@@ -77,6 +114,34 @@ const MAX_RATE: u32 = 3_000;
 /// Round trip assumed for an API request before one has been measured.
 const UNMEASURED_REQUEST_MS: f64 = 300.0;
 
+/// A token bucket's size and refill rate per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rate {
+    bucket: f64,
+    per_second: f64,
+}
+
+/// The documented rate of tag, prefix and purge-everything requests for `plan` (per account;
+/// Free's purge everything alone may go at 5 a second, paced here like its tags: one request
+/// clears the zone, so the slower rate costs nothing).
+fn plan_rate(plan: &str) -> Option<Rate> {
+    let (bucket, per_second) = match plan {
+        "free" => (25.0, 5.0 / 60.0),
+        "pro" => (25.0, 5.0),
+        "business" => (50.0, 10.0),
+        "enterprise" => (500.0, 50.0),
+        _ => return None,
+    };
+    Some(Rate { bucket, per_second })
+}
+
+/// The plan in `values`, read on its own (snapshots have no token): Free when unknown.
+fn plan_of(values: &Values) -> Rate {
+    plan_rate(value(&CloudflareKind, values, "cloudflare_plan").trim())
+        .or_else(|| plan_rate("free"))
+        .expect("free is a plan")
+}
+
 /// Validated settings.
 struct Settings {
     base: String,
@@ -84,6 +149,8 @@ struct Settings {
     token: String,
     batch_size: usize,
     urls_per_second: u32,
+    /// The rate of tag, prefix and purge-everything requests.
+    operations: Rate,
 }
 
 fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
@@ -147,6 +214,19 @@ fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
             0
         }
     };
+    let plan_text = value(kind, values, "cloudflare_plan").trim();
+    let operations = plan_rate(plan_text).unwrap_or_else(|| {
+        errors.push(FieldError {
+            field: "cloudflare_plan",
+            message: format!(
+                "\"{plan_text}\" is not a plan: choose Free, Pro, Business or Enterprise."
+            ),
+        });
+        Rate {
+            bucket: 0.0,
+            per_second: 0.0,
+        }
+    });
     if errors.is_empty() {
         Ok(Settings {
             base,
@@ -154,6 +234,7 @@ fn parse(values: &Values) -> Result<Settings, Vec<FieldError>> {
             token,
             batch_size,
             urls_per_second,
+            operations,
         })
     } else {
         Err(errors)
@@ -170,7 +251,7 @@ impl ProviderKind for CloudflareKind {
     }
 
     fn label(&self) -> &'static str {
-        "Cloudflare (purge by URL)"
+        "Cloudflare (purge by URL, cache tag or prefix)"
     }
 
     fn fields(&self) -> &'static [Field] {
@@ -209,7 +290,7 @@ impl ProviderKind for CloudflareKind {
         let zone = value(self, values, "cloudflare_zone_id")
             .trim()
             .to_ascii_lowercase();
-        let tokens = Pacer::shared(&zone, rate).level(Instant::now());
+        let tokens = Pacer::for_urls(&zone, rate).level(Instant::now());
         Model {
             sending: Sending::Paced {
                 per_request: number("cloudflare_batch_size", 100),
@@ -231,13 +312,69 @@ impl ProviderKind for CloudflareKind {
         Some(value(self, values, "cloudflare_zone_id").trim().to_string())
     }
 
+    /// Every plan may purge by tag, prefix and everything by Cloudflare's current documentation
+    /// (older pages said tags and prefixes were Enterprise-only: a zone without them gets
+    /// Cloudflare's refusal, shown in its words).
+    fn scopes(&self, _values: &Values) -> Vec<Scope> {
+        vec![Scope::Tags, Scope::Prefixes, Scope::Everything]
+    }
+
+    /// `Cache-Tag` values: commas separate tags and spaces are not allowed (Cloudflare strips
+    /// them), so visible ASCII but the comma, at most [`MAX_TAG_BYTES`]. Cloudflare compares
+    /// tags without regard to case.
+    fn tag_rules(&self) -> TagRules {
+        TagRules::header_list("Cloudflare", MAX_TAG_BYTES)
+    }
+
+    /// Tags and prefixes: requests of up to 100 (or the smaller configured batch), paced by the
+    /// plan's bucket of requests. Everything: one request for the zone, whatever the sites.
+    fn model_for(
+        &self,
+        scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        let per_request = match scope {
+            Scope::Urls => return self.model(values, config, measured),
+            Scope::Tags | Scope::Prefixes => value(self, values, "cloudflare_batch_size")
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map_or(MAX_OPERATIONS, |n| n.min(MAX_OPERATIONS)),
+            Scope::Everything => usize::MAX,
+        };
+        let rate = plan_of(values);
+        let zone = value(self, values, "cloudflare_zone_id")
+            .trim()
+            .to_ascii_lowercase();
+        let tokens = Pacer::for_operations(&zone, rate).level(Instant::now());
+        Model {
+            sending: Sending::Paced {
+                per_request,
+                in_flight: config.concurrency.max(1),
+                request_ms: measured.map_or(UNMEASURED_REQUEST_MS, |m| m.request_ms),
+                urls: None,
+                requests: Some(Bucket {
+                    burst: tokens,
+                    per_second: rate.per_second,
+                }),
+            },
+            clearing_ms: 0.0,
+            overhead_ms: OVERHEAD_MS,
+        }
+    }
+
     fn build(&self, values: &Values, ctx: &Context) -> anyhow::Result<Box<dyn Purger>> {
         let settings = parse(values).map_err(|e| anyhow::anyhow!("{}", e[0].message))?;
-        let pacer = Pacer::shared(&settings.zone_id, f64::from(settings.urls_per_second));
+        let pacer = Pacer::for_urls(&settings.zone_id, f64::from(settings.urls_per_second));
+        let operations = Pacer::for_operations(&settings.zone_id, settings.operations);
         Ok(Box::new(Cloudflare {
             client: ctx.client.clone(),
             settings,
             pacer,
+            operations,
         }))
     }
 }
@@ -246,22 +383,37 @@ impl ProviderKind for CloudflareKind {
 pub struct Cloudflare {
     client: reqwest::Client,
     settings: Settings,
+    /// URLs per second (single-file purge).
     pacer: Arc<Pacer>,
+    /// Tag, prefix and purge-everything requests: a rate of their own, by plan.
+    operations: Arc<Pacer>,
 }
 
-/// Keeps a zone's purges within its rate: a bucket of one second's worth of URLs, refilled at
-/// the rate. A request takes its URLs' tokens when it is its turn, and waits when that leaves
-/// the bucket in debt, so requests queue behind each other in order. One per zone, shared by
-/// every invalidation of the process.
+/// Keeps a zone's purges within a rate: a token bucket of `capacity`, refilled at `per_second`
+/// (URLs: one second's worth of URLs; tags, prefixes, everything: the plan's bucket of
+/// requests). A request takes its tokens when it is its turn, and waits when that leaves the
+/// bucket in debt, so requests queue behind each other in order. One per zone and kind of
+/// purge, shared by every invalidation of the process.
 pub struct Pacer {
+    capacity: f64,
     per_second: f64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Pacer {
-    fn shared(zone: &str, per_second: f64) -> Arc<Self> {
+    /// The URL rate of `zone`: a bucket of one second's worth (Cloudflare's moving average).
+    fn for_urls(zone: &str, per_second: f64) -> Arc<Self> {
+        Self::shared(&format!("{zone} urls"), per_second, per_second)
+    }
+
+    /// The rate of `zone`'s tag, prefix and purge-everything requests.
+    fn for_operations(zone: &str, rate: Rate) -> Arc<Self> {
+        Self::shared(&format!("{zone} operations"), rate.bucket, rate.per_second)
+    }
+
+    fn shared(name: &str, capacity: f64, per_second: f64) -> Arc<Self> {
         static PACERS: OnceLock<Mutex<HashMap<String, Arc<Pacer>>>> = OnceLock::new();
-        let key = format!("{zone}@{per_second}");
+        let key = format!("{name}@{capacity}/{per_second}");
         let mut pacers = PACERS
             .get_or_init(Mutex::default)
             .lock()
@@ -270,8 +422,9 @@ impl Pacer {
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Pacer {
+                    capacity,
                     per_second,
-                    state: Mutex::new((per_second, Instant::now())),
+                    state: Mutex::new((capacity, Instant::now())),
                 })
             })
             .clone()
@@ -281,16 +434,16 @@ impl Pacer {
     fn level(&self, now: Instant) -> f64 {
         let (tokens, at) = *self.state.lock().expect("pacer lock");
         (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
-            .min(self.per_second)
+            .min(self.capacity)
     }
 
-    /// Takes `urls` tokens and says how long to wait before sending them.
-    fn reserve(&self, urls: usize, now: Instant) -> Duration {
+    /// Takes `count` tokens and says how long to wait before sending them.
+    fn reserve(&self, count: usize, now: Instant) -> Duration {
         let mut state = self.state.lock().expect("pacer lock");
         let (tokens, at) = *state;
         let refilled = (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
-            .min(self.per_second);
-        let left = refilled - urls as f64;
+            .min(self.capacity);
+        let left = refilled - count as f64;
         *state = (left, now);
         if left >= 0.0 {
             Duration::ZERO
@@ -314,6 +467,44 @@ impl std::fmt::Debug for Cloudflare {
 /// The body of a purge by URL.
 fn purge_body(urls: &[Url]) -> String {
     serde_json::json!({ "files": urls.iter().map(Url::as_str).collect::<Vec<_>>() }).to_string()
+}
+
+/// The body of a purge by cache tag.
+fn tags_body(tags: &[&str]) -> String {
+    serde_json::json!({ "tags": tags }).to_string()
+}
+
+/// The body of a purge by prefix (each `host/path`, see [`prefix_of`]).
+fn prefixes_body(prefixes: &[&str]) -> String {
+    serde_json::json!({ "prefixes": prefixes }).to_string()
+}
+
+/// The body of a purge of the whole zone.
+fn everything_body() -> String {
+    serde_json::json!({ "purge_everything": true }).to_string()
+}
+
+/// The prefix Cloudflare is sent for `url`: `host/path`, without scheme (or port), as the
+/// purge-by-prefix page writes them; refused with a reason when it has a query or fragment,
+/// or more than 31 path separators, which Cloudflare does not accept.
+fn prefix_of(url: &Url) -> Result<String, String> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "Cloudflare cannot purge by a prefix with a query string or fragment ({url})"
+        ));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("the prefix {url} has no host"));
+    }
+    let prefix = format!("{host}{}", url.path());
+    let separators = prefix.matches('/').count();
+    if separators > MAX_PREFIX_SEPARATORS {
+        return Err(format!(
+            "the prefix {prefix} has {separators} path separators (/); Cloudflare accepts at most {MAX_PREFIX_SEPARATORS}"
+        ));
+    }
+    Ok(prefix)
 }
 
 /// Sizes of consecutive requests of at most `size` URLs.
@@ -412,6 +603,89 @@ impl Cloudflare {
         let body = response.text().await.unwrap_or_default();
         Ok((status, body))
     }
+
+    /// Waits for `count` tokens of `pacer`, then POSTs `body` to the zone's `purge_cache` and
+    /// reads the answer as `n` rows' attempts.
+    async fn send_purge(&self, pacer: &Pacer, count: usize, body: String, n: usize) -> PurgeResult {
+        let wait = pacer.reserve(count, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let sent = self
+            .client
+            .post(format!(
+                "{}/zones/{}/purge_cache",
+                self.settings.base, self.settings.zone_id
+            ))
+            .bearer_auth(&self.settings.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                let wait = retry_after(response.headers());
+                match response.text().await {
+                    Ok(body) => interpret(status, wait, &body, n),
+                    Err(e) => PurgeResult::all(
+                        n,
+                        Attempt::Retry {
+                            http_status: Some(status.as_u16()),
+                            reason: format!(
+                                "Cloudflare {}: the answer could not be read: {}",
+                                status_text(status),
+                                describe_error(&e)
+                            ),
+                            retry_after: wait,
+                        },
+                        None,
+                    ),
+                }
+            }
+            Err(e) => PurgeResult::all(
+                n,
+                Attempt::Retry {
+                    http_status: None,
+                    reason: describe_error(&e),
+                    retry_after: None,
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Sends the prefixes Cloudflare accepts in one request; the others fail, with the reason,
+    /// unsent.
+    async fn purge_prefixes(&self, urls: &[Url]) -> PurgeResult {
+        let checked: Vec<Result<String, String>> = urls.iter().map(prefix_of).collect();
+        let prefixes: Vec<&str> = checked.iter().filter_map(|c| c.as_deref().ok()).collect();
+        let sent = if prefixes.is_empty() {
+            None
+        } else {
+            let body = prefixes_body(&prefixes);
+            Some(
+                self.send_purge(&self.operations, 1, body, prefixes.len())
+                    .await,
+            )
+        };
+        let receipt = sent.as_ref().and_then(|r| r.receipt.clone());
+        let mut answers = sent.map(|r| r.attempts).unwrap_or_default().into_iter();
+        let attempts = checked
+            .into_iter()
+            .map(|c| match c {
+                Ok(_) => answers.next().unwrap_or(Attempt::Fail {
+                    http_status: None,
+                    reason: "Cloudflare's answer did not cover this prefix".into(),
+                }),
+                Err(reason) => Attempt::Fail {
+                    http_status: None,
+                    reason,
+                },
+            })
+            .collect();
+        PurgeResult { attempts, receipt }
+    }
 }
 
 impl Purger for Cloudflare {
@@ -419,54 +693,36 @@ impl Purger for Cloudflare {
         split(urls.len(), self.settings.batch_size)
     }
 
+    /// Tags and prefixes: at most 100 per request, fewer when the URL batch is set lower (a
+    /// zone that refuses large requests refuses them by any kind). Everything: every site in
+    /// one request, since `purge_everything` clears the whole zone.
+    fn batch_size(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Urls => self.settings.batch_size,
+            Scope::Tags | Scope::Prefixes => self.settings.batch_size.min(MAX_OPERATIONS),
+            Scope::Everything => usize::MAX,
+        }
+    }
+
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(async move {
-            let n = batch.urls.len();
-            let wait = self.pacer.reserve(n, Instant::now());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let sent = self
-                .client
-                .post(format!(
-                    "{}/zones/{}/purge_cache",
-                    self.settings.base, self.settings.zone_id
-                ))
-                .bearer_auth(&self.settings.token)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(purge_body(&batch.urls))
-                .send()
-                .await;
-            match sent {
-                Ok(response) => {
-                    let status = response.status();
-                    let wait = retry_after(response.headers());
-                    match response.text().await {
-                        Ok(body) => interpret(status, wait, &body, n),
-                        Err(e) => PurgeResult::all(
-                            n,
-                            Attempt::Retry {
-                                http_status: Some(status.as_u16()),
-                                reason: format!(
-                                    "Cloudflare {}: the answer could not be read: {}",
-                                    status_text(status),
-                                    describe_error(&e)
-                                ),
-                                retry_after: wait,
-                            },
-                            None,
-                        ),
-                    }
+            match batch.scope {
+                Scope::Urls => {
+                    let n = batch.urls.len();
+                    self.send_purge(&self.pacer, n, purge_body(&batch.urls), n)
+                        .await
                 }
-                Err(e) => PurgeResult::all(
-                    n,
-                    Attempt::Retry {
-                        http_status: None,
-                        reason: describe_error(&e),
-                        retry_after: None,
-                    },
-                    None,
-                ),
+                Scope::Tags => {
+                    let tags: Vec<&str> = batch.tags.iter().map(String::as_str).collect();
+                    self.send_purge(&self.operations, 1, tags_body(&tags), tags.len())
+                        .await
+                }
+                Scope::Prefixes => self.purge_prefixes(&batch.urls).await,
+                // The rows are the sites cleared; one request clears the zone for all of them.
+                Scope::Everything => {
+                    self.send_purge(&self.operations, 1, everything_body(), batch.len())
+                        .await
+                }
             }
         })
     }
@@ -550,6 +806,7 @@ mod tests {
     #[test]
     fn the_pacer_lets_one_seconds_worth_through_then_spaces_requests_at_the_rate() {
         let pacer = Pacer {
+            capacity: 800.0,
             per_second: 800.0,
             state: Mutex::new((800.0, Instant::now())),
         };
@@ -621,7 +878,8 @@ mod tests {
         .unwrap();
         let cf = Cloudflare {
             client: reqwest::Client::new(),
-            pacer: Pacer::shared(ZONE, 800.0),
+            pacer: Pacer::for_urls(ZONE, 800.0),
+            operations: Pacer::for_operations(ZONE, plan_of(&Values::new())),
             settings: s,
         };
         let text = format!("{cf:?}");
@@ -653,6 +911,109 @@ mod tests {
                 "http://images.example.com/b%20c"
             ]})
         );
+    }
+
+    #[test]
+    fn tags_prefixes_and_everything_have_cloudflares_bodies() {
+        let body = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        assert_eq!(
+            body(tags_body(&["Backpack_B", "Lamp_X"])),
+            serde_json::json!({"tags": ["Backpack_B", "Lamp_X"]})
+        );
+        assert_eq!(
+            body(prefixes_body(&["images.example.com/is/image/a"])),
+            serde_json::json!({"prefixes": ["images.example.com/is/image/a"]})
+        );
+        assert_eq!(
+            body(everything_body()),
+            serde_json::json!({"purge_everything": true})
+        );
+    }
+
+    #[test]
+    fn prefixes_lose_the_scheme_and_are_refused_with_a_query_or_too_many_separators() {
+        let prefix = |s: &str| prefix_of(&Url::parse(s).unwrap());
+        assert_eq!(
+            prefix("https://images.example.com/is/image/Company/Backpack_B").unwrap(),
+            "images.example.com/is/image/Company/Backpack_B"
+        );
+        assert_eq!(
+            prefix("http://images.example.com:8080/is/image/a%20b").unwrap(),
+            "images.example.com/is/image/a%20b"
+        );
+        assert!(
+            prefix("https://h.example.com/a?x=1")
+                .unwrap_err()
+                .contains("query string")
+        );
+        assert!(prefix("https://h.example.com/a#f").is_err());
+        // 31 separators in all (host/…) pass; 32 do not.
+        let ok = format!("https://h.example.com{}", "/a".repeat(31));
+        assert!(prefix(&ok).is_ok());
+        let deep = format!("https://h.example.com{}", "/a".repeat(32));
+        let reason = prefix(&deep).unwrap_err();
+        assert!(
+            reason.contains("32 path separators") && reason.contains("at most 31"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn tags_and_prefixes_go_100_a_request_paced_by_the_plan() {
+        let kind = CloudflareKind;
+        assert_eq!(
+            kind.scopes(&Values::new()),
+            [Scope::Tags, Scope::Prefixes, Scope::Everything]
+        );
+        let rules = kind.tag_rules();
+        assert!(rules.check("Backpack_B").is_ok());
+        assert!(rules.check("a b").is_err() && rules.check("a,b").is_err());
+        assert!(rules.check(&"a".repeat(1025)).is_err());
+        assert_eq!(plan_of(&Values::new()), plan_rate("free").unwrap());
+        assert_eq!(
+            plan_rate("enterprise"),
+            Some(Rate {
+                bucket: 500.0,
+                per_second: 50.0
+            })
+        );
+        let errors = kind.validate(&values(&[
+            ("cloudflare_zone_id", ZONE),
+            ("cloudflare_api_token", "t"),
+            ("cloudflare_plan", "platinum"),
+        ]));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "cloudflare_plan");
+        let s = |batch: &str| {
+            let settings = parse(&values(&[
+                ("cloudflare_zone_id", ZONE),
+                ("cloudflare_api_token", "t"),
+                ("cloudflare_batch_size", batch),
+            ]))
+            .ok()
+            .unwrap();
+            Cloudflare {
+                client: reqwest::Client::new(),
+                pacer: Pacer::for_urls(ZONE, 800.0),
+                operations: Pacer::for_operations(ZONE, settings.operations),
+                settings,
+            }
+        };
+        assert_eq!(s("500").batch_size(Scope::Tags), 100);
+        assert_eq!(s("500").batch_size(Scope::Urls), 500);
+        assert_eq!(s("30").batch_size(Scope::Prefixes), 30);
+        assert_eq!(s("30").batch_size(Scope::Everything), usize::MAX);
+        // Free: 25 requests at once, then one every 12 s.
+        let pacer = Pacer {
+            capacity: 25.0,
+            per_second: 5.0 / 60.0,
+            state: Mutex::new((25.0, Instant::now())),
+        };
+        let t0 = Instant::now();
+        let waits: Vec<Duration> = (0..27).map(|_| pacer.reserve(1, t0)).collect();
+        assert!(waits[..25].iter().all(Duration::is_zero), "{waits:?}");
+        assert_eq!(waits[25].as_secs_f64().round(), 12.0);
+        assert_eq!(waits[26].as_secs_f64().round(), 24.0);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! AWS CloudFront `CreateInvalidation`: SigV4-signed XML requests of at most 3,000 paths,
-//! polled with `GetInvalidation` until CloudFront reports them `Completed`.
+//! polled with `GetInvalidation` until CloudFront reports them `Completed`. A path prefix is
+//! sent as a wildcard path (`/is/image/Company/Backpack_B*`) and everything as `/*`; CloudFront
+//! has no cache tags.
 //!
 //! API: <https://docs.aws.amazon.com/cloudfront/latest/APIReference/API_CreateInvalidation.html>.
 //! The endpoint `cloudfront.amazonaws.com` lives in us-east-1 (AWS General Reference,
@@ -7,8 +9,8 @@
 
 use super::{
     Attempt, Batch, BoxFuture, Context, Field, FieldError, FieldKind, Measured, Model, OVERHEAD_MS,
-    Poll, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Sending, Values, describe_error,
-    lines, parse_base_url, retry_after, value,
+    Poll, ProviderKind, PurgeConfig, PurgeResult, Purger, Receipt, Scope, Sending, Values,
+    describe_error, lines, parse_base_url, retry_after, value,
 };
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -27,6 +29,10 @@ const REGION: &str = "us-east-1";
 const SERVICE: &str = "cloudfront";
 /// Most file paths in progress per distribution (and so per request).
 pub const MAX_PATHS: usize = 3000;
+/// Most wildcard paths (ending in `*`) in progress per distribution, counted apart from the
+/// 3,000 file paths; beyond either, CloudFront answers `TooManyInvalidationsInProgress`
+/// (developer guide, "Invalidating files": concurrent invalidation request maximum).
+pub const MAX_WILDCARDS: usize = 15;
 /// Round trip assumed for `CreateInvalidation` before one has been measured.
 const UNMEASURED_REQUEST_MS: f64 = 500.0;
 /// The completion time assumed before this installation has seen one complete: the middle of
@@ -284,7 +290,41 @@ impl ProviderKind for CloudFrontKind {
         }
     }
 
-    /// The 3,000 paths in progress are counted per distribution.
+    /// Prefixes: waves of at most 15 wildcards in progress, each completing like a wave of
+    /// paths. Everything: one `/*` request, whatever the sites.
+    fn model_for(
+        &self,
+        scope: Scope,
+        values: &Values,
+        config: &PurgeConfig,
+        measured: Option<Measured>,
+    ) -> Model {
+        let mut model = self.model(values, config, measured);
+        let cap = match scope {
+            Scope::Prefixes => MAX_WILDCARDS,
+            Scope::Everything => usize::MAX,
+            Scope::Urls | Scope::Tags => return model,
+        };
+        if let Sending::Capped {
+            per_request,
+            cap: in_progress,
+            ..
+        } = &mut model.sending
+        {
+            *per_request = cap;
+            *in_progress = cap;
+        }
+        model
+    }
+
+    /// Path prefixes become wildcard paths and everything `/*`. A wildcard path is billed as
+    /// one path, however many files it clears (developer guide, "Paying for file
+    /// invalidation"), so a prefix costs what one listed URL costs.
+    fn scopes(&self, _values: &Values) -> Vec<Scope> {
+        vec![Scope::Prefixes, Scope::Everything]
+    }
+
+    /// The 3,000 paths and 15 wildcards in progress are counted per distribution.
     fn pacing_key(&self, values: &Values) -> Option<String> {
         Some(
             value(self, values, "cloudfront_distribution_id")
@@ -333,20 +373,61 @@ pub fn invalidation_path(url: &Url) -> String {
 
 /// Why `url` cannot go to this distribution, if it cannot.
 fn check_url(url: &Url, domains: &[String]) -> Result<String, String> {
+    check_host(url, domains)?;
+    check_length(invalidation_path(url))
+}
+
+/// Why `url`'s host is not one of this distribution's domains, if it is not.
+fn check_host(url: &Url, domains: &[String]) -> Result<(), String> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if !domains.contains(&host) {
-        return Err(format!(
+    if domains.contains(&host) {
+        Ok(())
+    } else {
+        Err(format!(
             "{host} is not a domain of this CloudFront distribution (configured: {})",
             domains.join(", ")
-        ));
+        ))
     }
-    let path = invalidation_path(url);
+}
+
+/// `path`, unless it is longer than CloudFront accepts.
+fn check_length(path: String) -> Result<String, String> {
     if path.chars().count() > MAX_PATH_CHARS {
         return Err(format!(
             "the path is longer than CloudFront's limit of {MAX_PATH_CHARS} characters"
         ));
     }
     Ok(path)
+}
+
+/// The wildcard path for the prefix `url`: its path, encoded as URL paths are, then `*`
+/// (`/is/image/Company/Backpack_B*`). CloudFront takes `*` only as a path's last character,
+/// so a prefix with a `*` of its own, a query or a fragment is refused.
+fn wildcard_path(url: &Url, domains: &[String]) -> Result<String, String> {
+    check_host(url, domains)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "the prefix {url} has a query or fragment, which a CloudFront wildcard path cannot have"
+        ));
+    }
+    let path = invalidation_path(url);
+    if path.contains('*') {
+        return Err(format!(
+            "the prefix {path} contains \"*\"; CloudFront allows a wildcard only at the end of a path"
+        ));
+    }
+    check_length(path + "*")
+}
+
+/// What one row of a batch of `scope` is sent as (the URL's path, a prefix's wildcard path,
+/// `/*` for a site), or why it cannot go to this distribution.
+fn path_for(scope: Scope, url: &Url, domains: &[String]) -> Result<String, String> {
+    match scope {
+        Scope::Urls => check_url(url, domains),
+        Scope::Prefixes => wildcard_path(url, domains),
+        Scope::Everything => check_host(url, domains).map(|()| "/*".to_string()),
+        Scope::Tags => Err("CloudFront cannot purge by cache tag".into()),
+    }
 }
 
 /// The `InvalidationBatch` request body for `paths`.
@@ -654,12 +735,16 @@ impl CloudFront {
     }
 
     async fn create(&self, batch: &Batch) -> PurgeResult {
+        if batch.scope == Scope::Tags {
+            return super::unsupported(batch, "CloudFront");
+        }
         let checked: Vec<Result<String, String>> = batch
             .urls
             .iter()
-            .map(|u| check_url(u, &self.settings.domains))
+            .map(|u| path_for(batch.scope, u, &self.settings.domains))
             .collect();
-        // The same path from two of the distribution's domains is one path to CloudFront.
+        // The same path from two of the distribution's domains is one path to CloudFront (and
+        // every site of a purge of everything is the one `/*`).
         let mut seen = BTreeSet::new();
         let paths: Vec<String> = checked
             .iter()
@@ -753,12 +838,35 @@ impl Purger for CloudFront {
         self.sizes(urls)
     }
 
+    /// Prefixes: at most 15 wildcard paths a request, all CloudFront allows in progress.
+    /// Everything: every site in one request, sent as the one path `/*`.
+    fn batch_size(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Urls => MAX_PATHS,
+            Scope::Prefixes | Scope::Tags => MAX_WILDCARDS,
+            Scope::Everything => usize::MAX,
+        }
+    }
+
     fn purge<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, PurgeResult> {
         Box::pin(self.create(batch))
     }
 
     fn max_pending(&self) -> Option<usize> {
         Some(MAX_PATHS)
+    }
+
+    /// File paths: 3,000 in progress. Wildcards (prefixes, and everything's `/*`): 15 in
+    /// progress, counted apart from file paths. A purge of everything's rows are its sites,
+    /// each counted though they share one `/*`: that errs towards waiting.
+    fn max_pending_for(&self, scope: Scope) -> Option<(usize, Vec<Scope>)> {
+        match scope {
+            Scope::Urls => Some((MAX_PATHS, vec![Scope::Urls])),
+            Scope::Prefixes | Scope::Everything => {
+                Some((MAX_WILDCARDS, vec![Scope::Prefixes, Scope::Everything]))
+            }
+            Scope::Tags => None,
+        }
     }
 
     fn poll<'a>(&'a self, provider_id: &'a str) -> BoxFuture<'a, Poll> {
@@ -956,6 +1064,74 @@ mod tests {
         );
         let long = url(&format!("https://images.example.com/{}", "a".repeat(4000)));
         assert!(check_url(&long, &p.settings.domains).is_err());
+    }
+
+    #[test]
+    fn prefixes_become_wildcard_paths_and_everything_is_one_slash_star() {
+        let p = purger();
+        let domains = &p.settings.domains;
+        let at = |scope, u: &str| path_for(scope, &url(u), domains);
+        assert_eq!(
+            at(
+                Scope::Prefixes,
+                "https://images.example.com/is/image/Company/Backpack_B"
+            )
+            .unwrap(),
+            "/is/image/Company/Backpack_B*"
+        );
+        // Encoded as listed URLs are: non-ASCII and unsafe characters only.
+        assert_eq!(
+            at(
+                Scope::Prefixes,
+                "https://images.example.com/is/image/Company/café [1]"
+            )
+            .unwrap(),
+            "/is/image/Company/caf%C3%A9%20%5B1%5D*"
+        );
+        let star = at(Scope::Prefixes, "https://images.example.com/is/image/a*b").unwrap_err();
+        assert!(star.contains("only at the end"), "{star}");
+        assert!(at(Scope::Prefixes, "https://images.example.com/is/image/a?x=1").is_err());
+        assert!(
+            at(Scope::Prefixes, "https://elsewhere.example.com/is/image/a")
+                .unwrap_err()
+                .contains("not a domain")
+        );
+        assert_eq!(
+            at(Scope::Everything, "https://images.example.com/").unwrap(),
+            "/*"
+        );
+        assert!(at(Scope::Everything, "https://elsewhere.example.com/").is_err());
+        assert!(at(Scope::Tags, "https://images.example.com/a").is_err());
+    }
+
+    #[test]
+    fn wildcards_are_capped_at_15_in_progress_apart_from_3000_paths() {
+        let p = purger();
+        assert_eq!(
+            p.max_pending_for(Scope::Urls),
+            Some((3000, vec![Scope::Urls]))
+        );
+        for scope in [Scope::Prefixes, Scope::Everything] {
+            assert_eq!(
+                p.max_pending_for(scope),
+                Some((15, vec![Scope::Prefixes, Scope::Everything]))
+            );
+        }
+        assert_eq!(p.max_pending_for(Scope::Tags), None);
+        assert_eq!(p.batch_size(Scope::Prefixes), 15);
+        assert_eq!(
+            CloudFrontKind.scopes(&good()),
+            [Scope::Prefixes, Scope::Everything]
+        );
+        // 40 prefixes: three waves; everything: one request, one wave, whatever the sites.
+        let config = PurgeConfig::default();
+        let prefixes = CloudFrontKind.model_for(Scope::Prefixes, &good(), &config, None);
+        let one = prefixes.millis(0, 15);
+        let three = prefixes.millis(0, 40);
+        assert!(three > 2.9 * one && three < 3.1 * one, "{one} {three}");
+        let everything = CloudFrontKind.model_for(Scope::Everything, &good(), &config, None);
+        let sites = everything.millis(0, 20);
+        assert!(sites < 1.1 * one, "{sites} {one}");
     }
 
     #[test]

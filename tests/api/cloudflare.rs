@@ -241,3 +241,270 @@ async fn a_429_is_retried_after_the_wait_cloudflare_asks_for() {
     assert_eq!(sim.purges()[0].files.len(), 2);
     assert_eq!(json["batches"].as_array().unwrap().len(), 1);
 }
+
+/// Invalidate CDN's template, so a prefix is `images.example.com/is/image/Company/<ID>`.
+const TEMPLATE: &str = "Company/<ID>?$product$\nCompany/<ID>?wid=640";
+
+/// An admin with Cloudflare pointed at `sim` on `plan`, the template above, every variant
+/// mapped to `variants` (`tags` or `prefixes`, tagged by `Cache-Tag`), and `assets` imported.
+async fn variants_admin(
+    app: &TestApp,
+    sim: &CloudflareSim,
+    plan: &str,
+    batch: &str,
+    variants: &str,
+    assets: &[String],
+) -> Browser {
+    let admin = app.admin().await;
+    let r = admin
+        .save_provider(
+            SERVER,
+            "",
+            "cloudflare",
+            &[
+                ("cloudflare_base_url", &sim.base()),
+                ("cloudflare_zone_id", ZONE_ID),
+                ("cloudflare_api_token", TOKEN),
+                ("cloudflare_batch_size", batch),
+                ("cloudflare_plan", plan),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.save_settings(SERVER, TEMPLATE, "", "").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.save_variants(variants, "Cache-Tag").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    if !assets.is_empty() {
+        let csv: String = assets.iter().map(|id| format!("{id},{id}\n")).collect();
+        let r = admin.import_csv(&format!("id,name\n{csv}")).await;
+        assert!(r.status().is_success() || r.status().is_redirection());
+    }
+    admin
+}
+
+fn asset_ids(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("Backpack_{i:03}")).collect()
+}
+
+/// 250 assets by cache tag: three `{"tags":[…]}` requests of 100, 100 and 50, each tag once.
+#[tokio::test]
+async fn every_variant_by_cache_tag_goes_100_tags_a_request() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let app = spawn_app().await;
+    let ids = asset_ids(250);
+    let admin = variants_admin(&app, &sim, "enterprise", "100", "tags", &ids).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let id = admin.invalidate_variants(&refs, "tags").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "tags");
+    assert_eq!(json["succeeded"], 250);
+
+    let purges = sim.purges();
+    let mut sizes: Vec<usize> = purges.iter().map(|p| p.tags.len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [50, 100, 100]);
+    assert!(
+        purges
+            .iter()
+            .all(|p| p.files.is_empty() && p.prefixes.is_empty() && !p.everything)
+    );
+    let tags: BTreeSet<String> = purges.iter().flat_map(|p| p.tags.clone()).collect();
+    assert_eq!(tags, ids.iter().cloned().collect::<BTreeSet<_>>());
+    assert!(sim.received().iter().all(|r| r.status == 200));
+    assert_eq!(json["batches"].as_array().unwrap().len(), 3);
+}
+
+/// Prefixes go as `host/path`, without scheme or query, in one `{"prefixes":[…]}` request.
+#[tokio::test]
+async fn every_variant_by_prefix_is_sent_as_host_and_path_without_scheme() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let app = spawn_app().await;
+    let ids = vec!["Backpack_B".to_string(), "Tent 2P".to_string()];
+    let admin = variants_admin(&app, &sim, "enterprise", "100", "prefixes", &ids).await;
+    let id = admin
+        .invalidate_variants(&["Backpack_B", "Tent 2P"], "prefixes")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    let purges = sim.purges();
+    assert_eq!(purges.len(), 1);
+    assert_eq!(
+        purges[0].prefixes,
+        [
+            "images.example.com/is/image/Company/Backpack_B",
+            "images.example.com/is/image/Company/Tent%202P"
+        ]
+    );
+    assert!(purges[0].files.is_empty() && purges[0].tags.is_empty());
+}
+
+/// An admin's purge of everything is one `{"purge_everything":true}` for the zone, whatever
+/// the sites, and each site is recorded as cleared.
+#[tokio::test]
+async fn purge_everything_is_one_purge_everything_request_for_the_zone() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let app = spawn_app().await;
+    let admin = variants_admin(&app, &sim, "enterprise", "100", "urls", &[]).await;
+    let r = admin
+        .save_settings(SERVER, TEMPLATE, "", "cdn.example.com")
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = admin.page("/settings/variants").await;
+    let key = attr(
+        &page,
+        "#purge-everything input[name=idempotency_key]",
+        "value",
+    )
+    .expect("the purge-everything form: Cloudflare can purge everything");
+    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let r = admin
+        .post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", "images.example.com"),
+                ("understood", "yes"),
+                ("idempotency_key", &key),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let json = admin.wait_finished(invalidation_id(&r)).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "everything");
+    assert_eq!(json["succeeded"], 2, "both sites: {json}");
+    let purges = sim.purges();
+    assert_eq!(purges.len(), 1, "one request clears the zone");
+    assert!(purges[0].everything);
+    assert!(purges[0].files.is_empty() && purges[0].prefixes.is_empty());
+}
+
+/// Tag requests are paced by the plan's bucket (Pro: 25 at once, then 5 a second), apart
+/// from the URL rate: 30 requests take at least a second instead of being refused.
+#[tokio::test]
+async fn tag_requests_are_paced_by_the_plans_own_bucket() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let app = spawn_app().await;
+    let ids = asset_ids(300);
+    // 10 tags a request: 30 requests.
+    let admin = variants_admin(&app, &sim, "pro", "10", "tags", &ids).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let id = admin.invalidate_variants(&refs, "tags").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    let got: Vec<_> = sim
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(got.len(), 30);
+    assert!(got.iter().all(|r| r.status == 200));
+    let mut at: Vec<_> = got.iter().map(|r| r.at).collect();
+    at.sort();
+    // 25 go at once; the other 5 one every 200 ms.
+    let span = at[29] - at[0];
+    assert!(span >= Duration::from_millis(950), "all 30 within {span:?}");
+    assert!(
+        at[24] - at[0] < Duration::from_millis(800),
+        "the bucket's 25 went at once: {:?}",
+        at[24] - at[0]
+    );
+}
+
+/// The simulator refuses what Cloudflare refuses: more than 100 tags, a prefix with a scheme
+/// or a query, two kinds at once.
+#[tokio::test]
+async fn the_simulator_refuses_what_cloudflare_refuses() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let client = client.clone();
+        let url = format!("{}/zones/{ZONE_ID}/purge_cache", sim.base());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let tags: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let (status, json) = post(serde_json::json!({ "tags": tags })).await;
+    assert_eq!(status, 400);
+    assert_eq!(json["success"], false);
+    assert!(
+        json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("up to 100 tags"),
+        "{json}"
+    );
+    for bad in ["https://h.example.com/a", "h.example.com/a?x=1"] {
+        let (status, json) = post(serde_json::json!({ "prefixes": [bad] })).await;
+        assert_eq!(status, 400, "{bad}: {json}");
+    }
+    let (status, _) = post(serde_json::json!({ "tags": ["a"], "prefixes": ["h/a"] })).await;
+    assert_eq!(status, 400);
+    let (status, _) = post(serde_json::json!({ "purge_everything": true })).await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.purges().len(), 1);
+}
+
+/// At the purger: a prefix Cloudflare would refuse (32 path separators) fails with the reason
+/// and is not sent; the others go.
+#[tokio::test]
+async fn a_prefix_with_too_many_separators_fails_unsent_with_the_reason() {
+    use cdn_invalidator::cdn::{Attempt, Batch, Context, PurgeConfig, Scope, Values, kind};
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let values: Values = [
+        ("cloudflare_base_url", sim.base()),
+        ("cloudflare_zone_id", ZONE_ID.to_string()),
+        ("cloudflare_api_token", TOKEN.to_string()),
+        ("cloudflare_plan", "enterprise".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = PurgeConfig::default();
+    let ctx = Context {
+        client: cdn_invalidator::cdn::http_client(&config).unwrap(),
+        config,
+    };
+    let purger = kind("cloudflare").unwrap().build(&values, &ctx).unwrap();
+    let deep = format!("{SERVER}{}", "/a".repeat(32));
+    let batch = Batch {
+        scope: Scope::Prefixes,
+        urls: [format!("{SERVER}/is/image/ok"), deep]
+            .iter()
+            .map(|u| url::Url::parse(u).unwrap())
+            .collect(),
+        tags: Vec::new(),
+        reference: "r".into(),
+    };
+    let result = purger.purge(&batch).await;
+    assert!(matches!(result.attempts[0], Attempt::Done { .. }));
+    assert!(
+        matches!(&result.attempts[1], Attempt::Fail { reason, .. } if reason.contains("at most 31")),
+        "{:?}",
+        result.attempts[1]
+    );
+    let purges = sim.purges();
+    assert_eq!(purges.len(), 1);
+    assert_eq!(purges[0].prefixes, ["images.example.com/is/image/ok"]);
+}

@@ -470,3 +470,148 @@ async fn a_cloudfront_invalidation_in_progress_does_not_block_the_queue() {
     let json = admin.wait_finished(slow).await;
     assert_eq!(json["status"], "succeeded", "{json}");
 }
+
+/// The admin saves CloudFront for `sim` (the distribution's domains only), a template under
+/// `Company/`, every variant mapped to path prefixes, and `assets`.
+async fn prefixes_admin(app: &TestApp, sim: &SimCloudFront, assets: &[String]) -> Browser {
+    let admin = app.admin().await;
+    let r = admin
+        .save_provider(
+            "images.example.com",
+            "d111111abcdef8.cloudfront.net",
+            "cloudfront",
+            &[
+                ("cloudfront_base_url", sim.base().as_str()),
+                ("cloudfront_distribution_id", DISTRIBUTION_ID),
+                ("cloudfront_domains", DOMAINS),
+                ("cloudfront_access_key_id", ACCESS_KEY_ID),
+                ("cloudfront_secret_access_key", SECRET_ACCESS_KEY),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin
+        .save_settings(
+            "images.example.com",
+            "Company/<ID>?$product$\nCompany/<ID>?wid=640",
+            "",
+            "d111111abcdef8.cloudfront.net",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.save_variants("prefixes", "Cache-Tag").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    if !assets.is_empty() {
+        let csv: String = assets.iter().map(|id| format!("{id},{id}\n")).collect();
+        let r = admin.import_csv(&format!("id,name\n{csv}")).await;
+        assert!(r.status().is_success() || r.status().is_redirection());
+    }
+    admin
+}
+
+/// 40 prefixes go as wildcard paths at most 15 in progress at a time (CloudFront's limit,
+/// counted apart from file paths): requests of 15, 15 and 10, each sent once the one before
+/// completed, and CloudFront never answers TooManyInvalidationsInProgress.
+#[tokio::test]
+async fn forty_prefixes_never_exceed_15_wildcards_in_progress() {
+    let sim = SimCloudFront::start(Duration::from_millis(300)).await;
+    let app = spawn().await;
+    let ids: Vec<String> = (0..40).map(|i| format!("Backpack_{i:02}")).collect();
+    let admin = prefixes_admin(&app, &sim, &ids).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let id = admin.invalidate_variants(&refs, "prefixes").await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "prefixes");
+    assert_eq!(json["succeeded"], 40);
+
+    let creates = sim.creates();
+    assert!(
+        creates.iter().all(|r| r.status == 201),
+        "{:?}",
+        creates.iter().map(|r| &r.error_code).collect::<Vec<_>>()
+    );
+    let sizes: Vec<usize> = creates.iter().map(|r| paths_sent(&r.body).len()).collect();
+    assert_eq!(sizes, [15, 15, 10]);
+    assert!(sim.peak_wildcards_in_progress() <= 15);
+    assert_eq!(sim.peak_wildcards_in_progress(), 15);
+    let paths: Vec<String> = creates.iter().flat_map(|r| paths_sent(&r.body)).collect();
+    let expected: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/is/image/Company/{id}*"))
+        .collect();
+    assert_eq!(paths, expected);
+    assert_eq!(json["batches"].as_array().unwrap().len(), 3);
+}
+
+/// A prefix is the URL-encoded path with `*` last: non-ASCII and spaces encoded once.
+#[tokio::test]
+async fn a_prefix_is_its_encoded_path_with_a_star_at_the_end() {
+    let sim = SimCloudFront::start(Duration::from_millis(100)).await;
+    let app = spawn().await;
+    let ids = vec!["Café 1".to_string(), "Backpack_B".to_string()];
+    let admin = prefixes_admin(&app, &sim, &ids).await;
+    let id = admin
+        .invalidate_variants(&["Café 1", "Backpack_B"], "prefixes")
+        .await;
+    let json = admin.wait_finished(id).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    let invalidations = sim.invalidations();
+    assert_eq!(invalidations.len(), 1);
+    assert_eq!(
+        invalidations[0].paths,
+        [
+            "/is/image/Company/Caf%C3%A9%201*",
+            "/is/image/Company/Backpack_B*"
+        ]
+    );
+}
+
+/// An admin's purge of everything is one invalidation of `/*`, whatever the sites.
+#[tokio::test]
+async fn purge_everything_is_one_slash_star() {
+    let sim = SimCloudFront::start(Duration::from_millis(100)).await;
+    let app = spawn().await;
+    let admin = prefixes_admin(&app, &sim, &[]).await;
+    let page = admin.page("/settings/variants").await;
+    let key = attr(
+        &page,
+        "#purge-everything input[name=idempotency_key]",
+        "value",
+    )
+    .expect("the purge-everything form: CloudFront can purge everything");
+    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let r = admin
+        .post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", "images.example.com"),
+                ("understood", "yes"),
+                ("idempotency_key", &key),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let json = admin.wait_finished(invalidation_id(&r)).await;
+    assert_eq!(json["status"], "succeeded", "{json}");
+    assert_eq!(json["scope"], "everything");
+    assert_eq!(
+        json["succeeded"], 2,
+        "both sites of the distribution: {json}"
+    );
+    let creates = sim.creates();
+    assert_eq!(creates.len(), 1);
+    assert_eq!(paths_sent(&creates[0].body), ["/*"]);
+    assert!(creates[0].body.contains("<Quantity>1</Quantity>"));
+}

@@ -1,10 +1,12 @@
-//! A loopback Cloudflare API v4 (the parts a URL purge uses), checking requests as Cloudflare
+//! A loopback Cloudflare API v4 (the parts a purge uses), checking requests as Cloudflare
 //! does and answering with its envelope `{"success":…,"errors":[…],"messages":[],"result":…}`.
 //!
 //! Served under `/client/v4` like the real endpoint, so the provider's base URL path is exercised.
-//! Documented: the Bearer token, the files body, a cap on URLs per request (given: 100 on every
-//! plan in the current documentation, 30 in older documentation),
-//! 429 over the rate limit, `result.id`, `/user/tokens/verify`. Error codes other than 10000
+//! Documented: the Bearer token, the four bodies (`files`, `tags`, `prefixes`,
+//! `purge_everything`), a cap on URLs per request (given: 100 on every plan in the current
+//! documentation, 30 in older documentation), at most 100 tags or prefixes per request,
+//! prefixes as `host/path` without scheme, query or fragment and with at most 31 path
+//! separators, 429 over a rate limit, `result.id`, `/user/tokens/verify`. Error codes other than 10000
 //! (authentication) are illustrative.
 
 use actix_web::http::StatusCode;
@@ -13,6 +15,11 @@ use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Most tags or prefixes per request, on every plan.
+pub const MAX_OPERATIONS: usize = 100;
+/// Most path separators in one prefix.
+const MAX_PREFIX_SEPARATORS: usize = 31;
 
 pub const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 pub const ZONE_NAME: &str = "example.com";
@@ -28,11 +35,14 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// One purge the simulator accepted.
-#[derive(Debug, Clone)]
+/// One purge the simulator accepted: of `files`, `tags`, `prefixes`, or everything.
+#[derive(Debug, Clone, Default)]
 pub struct Purge {
     pub id: String,
     pub files: Vec<String>,
+    pub tags: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub everything: bool,
 }
 
 struct State {
@@ -186,19 +196,23 @@ fn answer(state: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
             }
             if state.rate_limited > 0 {
                 state.rate_limited -= 1;
-                return HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", state.retry_after_secs.to_string()))
-                    .json(json!({
-                        "success": false,
-                        "errors": [{"code": 971, "message": "Please wait and consider throttling your request speed"}],
-                        "messages": [],
-                        "result": null
-                    }));
+                return too_many(state.retry_after_secs);
             }
             purge(state, req, body)
         }
         _ => envelope_error(StatusCode::NOT_FOUND, 7000, "No route for that URI"),
     }
+}
+
+fn too_many(retry_after_secs: u64) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", retry_after_secs.to_string()))
+        .json(json!({
+            "success": false,
+            "errors": [{"code": 971, "message": "Please wait and consider throttling your request speed"}],
+            "messages": [],
+            "result": null
+        }))
 }
 
 fn unknown_zone(rest: &str) -> HttpResponse {
@@ -225,29 +239,106 @@ fn purge(state: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
             "Request must contain one of \"purge_everything\", \"files\", \"tags\", \"hosts\" or \"prefixes\"",
         );
     };
-    let Some(files) = parsed.get("files").and_then(Value::as_array) else {
+    let Some(object) = parsed.as_object() else {
         return envelope_error(
             StatusCode::BAD_REQUEST,
             1012,
             "Request must contain one of \"purge_everything\", \"files\", \"tags\", \"hosts\" or \"prefixes\"",
         );
     };
-    if parsed.as_object().is_some_and(|o| o.len() != 1) {
+    if object.len() > 1 {
         return envelope_error(
             StatusCode::BAD_REQUEST,
             1012,
             "Only one type of purge may be requested at a time",
         );
     }
+    let accepted = match object.iter().next() {
+        Some((key, value)) if key == "files" && value.is_array() => {
+            purge_files(state, value.as_array().unwrap())
+        }
+        Some((key, value)) if key == "tags" || key == "prefixes" => operations(key, value),
+        Some((key, Value::Bool(true))) if key == "purge_everything" => Ok(Purge {
+            everything: true,
+            ..Purge::default()
+        }),
+        _ => Err((
+            1012,
+            "Request must contain one of \"purge_everything\", \"files\", \"tags\", \"hosts\" or \"prefixes\"".into(),
+        )),
+    };
+    match accepted {
+        Ok(purge) => record(state, purge),
+        Err((code, message)) => envelope_error(StatusCode::BAD_REQUEST, code, &message),
+    }
+}
+
+/// A request Cloudflare refuses with 400: its error code and message.
+type Refusal = (i64, String);
+
+/// A purge of `tags` or `prefixes` (`key`), checked as Cloudflare does.
+fn operations(key: &str, value: &Value) -> Result<Purge, Refusal> {
+    let bad = |message: String| (1016, message);
+    let items: Vec<String> = match value.as_array() {
+        Some(list) if list.iter().all(Value::is_string) => list
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+        _ => return Err(bad(format!("\"{key}\" must be a list of strings"))),
+    };
+    if items.is_empty() {
+        return Err(bad(format!("\"{key}\" must not be empty")));
+    }
+    if items.len() > MAX_OPERATIONS {
+        return Err((
+            1018,
+            format!("You may only purge up to {MAX_OPERATIONS} {key} per API call"),
+        ));
+    }
+    if key == "prefixes" {
+        for prefix in &items {
+            if prefix.contains("://") {
+                return Err(bad(format!(
+                    "Invalid prefix {prefix}: a prefix must not include the scheme"
+                )));
+            }
+            if prefix.contains('?') || prefix.contains('#') {
+                return Err(bad(format!(
+                    "Invalid prefix {prefix}: query strings and fragments cannot be purged by prefix"
+                )));
+            }
+            if prefix.matches('/').count() > MAX_PREFIX_SEPARATORS {
+                return Err(bad(format!(
+                    "Invalid prefix {prefix}: more than {MAX_PREFIX_SEPARATORS} path separators"
+                )));
+            }
+        }
+    } else if let Some(tag) = items.iter().find(|t| t.is_empty() || t.contains(' ')) {
+        return Err(bad(format!("Invalid tag \"{tag}\"")));
+    }
+    Ok(if key == "tags" {
+        Purge {
+            tags: items,
+            ..Purge::default()
+        }
+    } else {
+        Purge {
+            prefixes: items,
+            ..Purge::default()
+        }
+    })
+}
+
+/// A purge of `files`, checked as Cloudflare does.
+fn purge_files(state: &State, files: &[Value]) -> Result<Purge, Refusal> {
     if files.len() > state.max_files {
-        return envelope_error(
-            StatusCode::BAD_REQUEST,
+        return Err((
             1015,
-            &format!(
+            format!(
                 "You may only purge up to {} files per API call",
                 state.max_files
             ),
-        );
+        ));
     }
     let mut urls = Vec::new();
     for file in files {
@@ -260,21 +351,23 @@ fn purge(state: &mut State, req: &HttpRequest, body: &[u8]) -> HttpResponse {
                 urls.push(u.to_string())
             }
             _ => {
-                return envelope_error(
-                    StatusCode::BAD_REQUEST,
-                    1016,
-                    &format!("Invalid url: {file}"),
-                );
+                return Err((1016, format!("Invalid url: {file}")));
             }
         }
     }
+    Ok(Purge {
+        files: urls,
+        ..Purge::default()
+    })
+}
+
+/// Keeps an accepted purge and answers with its id.
+fn record(state: &mut State, mut purge: Purge) -> HttpResponse {
     let id = format!(
         "{:032x}",
         state.purges.len() as u128 + 0x9a7806061c88ada191ed06f989cc
     );
-    state.purges.push(Purge {
-        id: id.clone(),
-        files: urls,
-    });
+    purge.id = id.clone();
+    state.purges.push(purge);
     success(json!({ "id": id }))
 }

@@ -1,7 +1,7 @@
 //! A loopback CloudFront API: checks SigV4 signatures the way AWS does (recomputed here with
 //! plain HMAC-SHA256, independently of the app's signer), validates `InvalidationBatch`
-//! bodies, keeps invalidations that complete after a set delay, enforces the 3,000 paths in
-//! progress, and answers `CreateInvalidation`, `GetInvalidation` and `ListInvalidations` with
+//! bodies, keeps invalidations that complete after a set delay, enforces the 3,000 file paths
+//! and, apart from them, the 15 wildcard paths (ending in `*`) in progress, and answers `CreateInvalidation`, `GetInvalidation` and `ListInvalidations` with
 //! AWS's XML, errors as `<ErrorResponse>`.
 
 use actix_web::http::StatusCode;
@@ -54,6 +54,8 @@ struct State {
     fail_after_create: u32,
     /// Most paths in progress at once, seen when creating.
     peak_in_progress: usize,
+    /// Most wildcard paths in progress at once, seen when creating.
+    peak_wildcards_in_progress: usize,
     next_id: u32,
     /// The word for a finished invalidation (CloudFront: `Completed`; some compatible
     /// services: `COMPLETED`).
@@ -520,6 +522,11 @@ impl SimCloudFront {
         self.state.lock().unwrap().peak_in_progress
     }
 
+    /// Most wildcard paths it had in progress at once (CloudFront allows 15).
+    pub fn peak_wildcards_in_progress(&self) -> usize {
+        self.state.lock().unwrap().peak_wildcards_in_progress
+    }
+
     /// Answers the next CreateInvalidation with this AWS error (queued, one per request).
     pub fn fail_next_create(&self, status: u16, code: &str, message: &str) {
         self.state
@@ -754,6 +761,9 @@ fn create(st: &mut State, port: u16, body: &[u8]) -> Result<HttpResponse, Failur
         created: Instant::now(),
     };
     st.peak_in_progress = st.peak_in_progress.max(files_in_progress + new_files);
+    st.peak_wildcards_in_progress = st
+        .peak_wildcards_in_progress
+        .max(wildcards_in_progress + new_wildcards);
     let response = HttpResponse::Created()
         .insert_header(("Location", location(&inv.id)))
         .content_type("text/xml")
@@ -918,5 +928,21 @@ mod tests {
         let (status, text) = send(SECRET_ACCESS_KEY, full.clone(), full).await;
         assert_eq!(status, 400);
         assert!(text.contains("TooManyInvalidationsInProgress"), "{text}");
+        // Wildcards are counted apart: 15 fit beside the file paths, a 16th does not.
+        let stars: Vec<String> = (0..16).map(|i| format!("/w{i}*")).collect();
+        let stars: Vec<&str> = stars.iter().map(String::as_str).collect();
+        let fifteen = body(&stars[..15], 15, "r7");
+        let (status, text) = send(SECRET_ACCESS_KEY, fifteen.clone(), fifteen).await;
+        assert_eq!(status, 201, "{text}");
+        let one_more = body(&stars[15..], 1, "r8");
+        let (status, text) = send(SECRET_ACCESS_KEY, one_more.clone(), one_more).await;
+        assert_eq!(status, 400);
+        assert!(
+            text.contains("TooManyInvalidationsInProgress") && text.contains("15 wildcard"),
+            "{text}"
+        );
+        let file = body(&["/plain"], 1, "r9");
+        let (status, text) = send(SECRET_ACCESS_KEY, file.clone(), file).await;
+        assert_eq!(status, 201, "a file path still fits: {text}");
     }
 }
