@@ -237,6 +237,13 @@ pub fn plan_variants(
                     });
                     continue;
                 }
+                if let Some(reason) = prefixes.iter().find_map(|p| snapshot.check_prefix(p).err()) {
+                    errors.push(TargetError {
+                        asset_id: id.to_string(),
+                        reason: format!("{reason}."),
+                    });
+                    continue;
+                }
                 let first = targets.rows.len();
                 targets
                     .rows

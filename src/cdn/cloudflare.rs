@@ -326,6 +326,10 @@ impl ProviderKind for CloudflareKind {
         TagRules::header_list("Cloudflare", MAX_TAG_BYTES)
     }
 
+    fn check_prefix(&self, _values: &Values, prefix: &Url) -> Result<(), String> {
+        prefix_of(prefix).map(drop)
+    }
+
     /// Tags and prefixes: requests of up to 100 (or the smaller configured batch), paced by the
     /// plan's bucket of requests. Everything: one request for the zone, whatever the sites.
     fn model_for(

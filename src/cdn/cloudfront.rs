@@ -259,6 +259,13 @@ impl ProviderKind for CloudFrontKind {
         Some((domains, format!("CloudFront distribution {id}")))
     }
 
+    fn check_prefix(&self, values: &Values, prefix: &Url) -> Result<(), String> {
+        let domains: Vec<String> = lines(value(self, values, "cloudfront_domains"))
+            .filter_map(|(_, l)| parse_domain(l).ok())
+            .collect();
+        wildcard_path(prefix, &domains).map(drop)
+    }
+
     fn describe(&self, values: &Values) -> String {
         let id = value(self, values, "cloudfront_distribution_id").trim();
         let domains: Vec<&str> = lines(value(self, values, "cloudfront_domains"))

@@ -290,6 +290,12 @@ pub trait ProviderKind: Send + Sync {
     fn tag_rules(&self) -> TagRules {
         TagRules::header_list(self.short_name(), 1024)
     }
+    /// Why this provider cannot take `prefix` as one (Cloudflare: too many separators;
+    /// CloudFront: a `*` of its own, a host it does not serve), asked before anything is
+    /// queued; `Ok` by default.
+    fn check_prefix(&self, _values: &Values, _prefix: &Url) -> Result<(), String> {
+        Ok(())
+    }
     /// How this provider takes purges of `scope` (see [`ProviderKind::model`], which is the
     /// model for listed URLs and the default for every scope).
     fn model_for(
@@ -391,6 +397,12 @@ impl ProviderSnapshot {
             Some(k) if scope != Scope::Urls => k.model_for(scope, &self.values, config, measured),
             _ => self.model(config, measured),
         }
+    }
+
+    /// See [`ProviderKind::check_prefix`].
+    pub fn check_prefix(&self, prefix: &Url) -> Result<(), String> {
+        self.kind()
+            .map_or(Ok(()), |k| k.check_prefix(&self.values, prefix))
     }
 
     /// The scopes this snapshot's provider supports besides listed URLs.

@@ -508,3 +508,26 @@ async fn a_prefix_with_too_many_separators_fails_unsent_with_the_reason() {
     assert_eq!(purges.len(), 1);
     assert_eq!(purges[0].prefixes, ["images.example.com/is/image/ok"]);
 }
+
+/// A prefix Cloudflare would refuse (more than 31 separators) is refused at Continue, naming
+/// the asset: nothing is queued or sent.
+#[tokio::test]
+async fn a_prefix_cloudflare_would_refuse_is_refused_at_continue() {
+    let sim = CloudflareSim::start(TOKEN, 100).await;
+    let app = spawn_app().await;
+    let ids = vec!["Deep".to_string()];
+    let admin = variants_admin(&app, &sim, "enterprise", "100", "prefixes", &ids).await;
+    let deep = format!("{}<ID>", "d/".repeat(31));
+    let r = admin.save_settings(SERVER, &deep, "", "").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin.continue_variants(&["Deep"], "prefixes").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&r.text().await.unwrap());
+    let errors = texts(&html, "#variant-errors li").concat();
+    assert!(
+        errors.starts_with("Deep:") && errors.contains("at most 31"),
+        "{errors}"
+    );
+    assert!(sim.purges().is_empty());
+    assert!(texts(&admin.page("/invalidations").await, "#history tbody tr").is_empty());
+}
