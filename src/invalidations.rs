@@ -268,20 +268,23 @@ pub fn plan_variants(
     }
 }
 
-/// The sites an admin's *Purge everything* clears: the publish server's and each allowed
-/// host's root (`https://host/`); providers that purge a whole zone or service send one
-/// request whatever they are.
-pub fn everything(settings: &Settings) -> Targets {
+/// The sites an admin's *Purge everything* clears, one row each (`https://host/`): the
+/// publish server's, and each allowed host's when the provider purges site by site (Varnish
+/// bans). A provider that clears a whole zone, service or distribution in one request gets
+/// one row, the publish server's site, so no other host is recorded cleared on its word.
+pub fn everything(settings: &Settings, snapshot: &ProviderSnapshot) -> Targets {
     let mut rows: Vec<String> = Vec::new();
     if let Some(server) = &settings.publish_server {
         let base = server.image_base();
         let root = base.trim_end_matches("is/image/").to_string();
         rows.push(root);
     }
-    for host in &settings.allowed_hosts {
-        let root = format!("https://{host}/");
-        if !rows.contains(&root) {
-            rows.push(root);
+    if snapshot.kind().is_some_and(|k| k.everything_by_site()) {
+        for host in &settings.allowed_hosts {
+            let root = format!("https://{host}/");
+            if !rows.contains(&root) {
+                rows.push(root);
+            }
         }
     }
     Targets {
@@ -345,6 +348,12 @@ pub async fn retry(state: &AppState, user: &User, id: i64) -> Result<i64, Invali
         .invalidation_urls_with_status(id, UrlStatus::Failed)
         .await?;
     let settings = load_settings(state).await?;
+    if inv.scope == Scope::Everything {
+        // Purging everything again takes an admin and its confirmation, never a Retry button.
+        return Err(InvalidationError::NothingToRetry(
+            "A purge of everything is not retried from here: an admin purges everything again on Settings, Every variant of an asset, with its confirmation.".into(),
+        ));
+    }
     if inv.scope != Scope::Urls {
         return retry_targets(state, user, id, inv.scope, failed, &settings).await;
     }
@@ -383,19 +392,46 @@ async fn retry_targets(
     settings: &Settings,
 ) -> Result<i64, InvalidationError> {
     let rows: Vec<String> = failed.into_iter().map(|u| u.url).collect();
-    if scope != Scope::Tags {
-        let policy = host_policy(&state.store, settings).await?;
-        let refused: Vec<String> = rows
-            .iter()
-            .filter(|r| !url::Url::parse(r).is_ok_and(|u| policy.allows(&u)))
-            .cloned()
-            .collect();
-        if !refused.is_empty() {
-            return Err(InvalidationError::NotAllowed(format!(
-                "Nothing was retried: the settings no longer allow {}",
-                refused.join(", ")
-            )));
+    // The same checks as Continue, with today's settings: the admin's mapping, the
+    // provider's tag rules, and for prefixes the image path, the hosts and the provider.
+    let (variants, _) = state.store.load_variants().await?;
+    if variants::Variants::parse(&variants).and_then(|v| v.scope()) != Some(scope) {
+        return Err(InvalidationError::NotAllowed(format!(
+            "Nothing was retried: clearing by {} is no longer offered (Settings, Every variant of an asset).",
+            scope.label()
+        )));
+    }
+    let snapshot = active_snapshot(&state.store.load_provider().await?);
+    let policy = host_policy(&state.store, settings).await?;
+    let check = |row: &str| -> Result<(), String> {
+        match scope {
+            Scope::Tags => snapshot
+                .kind()
+                .map_or(Ok(()), |k| k.tag_rules().check(row))
+                .map_err(|reason| format!("tag \"{row}\" {reason}")),
+            _ => {
+                let url = url::Url::parse(row).map_err(|e| format!("{row} is not a URL ({e})"))?;
+                let path = url.path();
+                if !path.starts_with(variants::IMAGE_PATH)
+                    || path.len() <= variants::IMAGE_PATH.len()
+                {
+                    return Err(format!("the prefix {row} is outside the image path"));
+                }
+                if !policy.allows(&url) {
+                    return Err(format!(
+                        "the prefix {row} is not on the publish server or an allowed host"
+                    ));
+                }
+                snapshot.check_prefix(&url)
+            }
         }
+    };
+    let refused: Vec<String> = rows.iter().filter_map(|r| check(r).err()).collect();
+    if !refused.is_empty() {
+        return Err(InvalidationError::NotAllowed(format!(
+            "Nothing was retried: {}.",
+            refused.join("; ")
+        )));
     }
     let (all_covered, _) = state.store.covered_urls(id, i64::MAX).await?;
     let covered = all_covered

@@ -522,9 +522,15 @@ impl Worker {
         let Some(inv) = self.store.get_invalidation(id).await? else {
             return Ok(());
         };
-        if inv.total as usize <= limit
+        // A tag or prefix is checked by the template URLs it clears: those are what count.
+        let urls = match inv.scope {
+            Scope::Urls => inv.total,
+            Scope::Tags | Scope::Prefixes => self.store.covered_urls(id, 0).await?.1,
+            Scope::Everything => 0,
+        };
+        if urls as usize <= limit
+            && urls > 0
             && inv.succeeded > 0
-            && inv.scope != Scope::Everything
             && let Err(e) = crate::cache_check::start(&self.store, inv.created_by, id).await
         {
             tracing::warn!(id, error = %e, "cache check not started");

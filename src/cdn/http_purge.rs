@@ -173,6 +173,11 @@ impl ProviderKind for HttpPurgeKind {
 
     /// Tags need purge nodes (a tag names no host); prefixes and sites are banned on the
     /// nodes, or on their own host when there are none, as URLs are purged.
+    /// A ban of `^/` per site: the publish server's and each allowed host's.
+    fn everything_by_site(&self) -> bool {
+        true
+    }
+
     fn scopes(&self, values: &Values) -> Vec<Scope> {
         let nodes = lines(values.get("purge_nodes").map_or("", String::as_str)).count();
         if nodes == 0 {

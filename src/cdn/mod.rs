@@ -290,6 +290,12 @@ pub trait ProviderKind: Send + Sync {
     fn tag_rules(&self) -> TagRules {
         TagRules::header_list(self.short_name(), 1024)
     }
+    /// True when purging everything goes site by site (a ban per host); false when one
+    /// request clears a whole zone, service or distribution, whichever hosts it serves: then a
+    /// purge of everything is recorded as one row, the publish server's site.
+    fn everything_by_site(&self) -> bool {
+        false
+    }
     /// Why this provider cannot take `prefix` as one (Cloudflare: too many separators;
     /// CloudFront: a `*` of its own, a host it does not serve), asked before anything is
     /// queued; `Ok` by default.

@@ -181,11 +181,24 @@ pub fn prefixes(template: &InvalidationTemplate, asset_id: &str) -> Result<Vec<U
     if asset_id.is_empty() {
         return Err("an empty asset ID would clear the whole image path.".into());
     }
+    if matches!(asset_id, "." | "..") {
+        return Err(format!(
+            "\"{asset_id}\" names a folder, not an asset: its prefix would clear the folder."
+        ));
+    }
+    let encoded = super::template::encode_id(asset_id);
     let mut out: Vec<Url> = Vec::new();
     for line in template.expand_cut(asset_id) {
         let Some(line) = line else { continue };
         let url = Url::parse(&line).map_err(|e| format!("\"{line}\" is not a URL ({e})."))?;
         let path = url.path();
+        // A URL parser resolves dot segments: a prefix must still end with the asset's ID as
+        // written, or it would name something wider than the asset.
+        if !path.ends_with(&format!("/{encoded}")) {
+            return Err(format!(
+                "the prefix {line} does not end with the asset's ID once read as a URL ({url}): it would clear more than the asset."
+            ));
+        }
         if !path.starts_with(IMAGE_PATH) || path.len() <= IMAGE_PATH.len() {
             return Err(format!(
                 "the prefix {line} is outside the image path {IMAGE_PATH}: only images can be cleared by prefix."
@@ -277,6 +290,14 @@ mod tests {
         assert!(prefixes(&t, "a").unwrap_err().contains("no template line"));
         let t = template("<ID>");
         assert!(prefixes(&t, "").unwrap_err().contains("empty asset ID"));
+        // Dot segments would widen a prefix to its folder.
+        let t = template("Company/<ID>?$product$");
+        assert!(prefixes(&t, ".").unwrap_err().contains("names a folder"));
+        assert!(prefixes(&t, "..").unwrap_err().contains("names a folder"));
+        assert_eq!(
+            prefixes(&t, "a.b").unwrap()[0].as_str(),
+            "https://server.com/is/image/Company/a.b"
+        );
         assert!(prefixes(&template(""), "a").is_err());
     }
 }

@@ -78,7 +78,7 @@ async fn page(
         .collect();
     let everything_refused =
         invalidations::scope_refusal(&snapshot, Scope::Everything).unwrap_or_default();
-    let sites = invalidations::everything(&settings).rows;
+    let sites = invalidations::everything(&settings, &snapshot).rows;
     Ok(VariantsPage {
         nav: Nav::from(admin),
         provider: snapshot.describe(),
@@ -90,7 +90,11 @@ async fn page(
         tag_header,
         saved: false,
         error: None,
-        everything_sites: (everything_refused.is_empty() && !sites.is_empty()).then_some(sites),
+        // The publish server names the site, and the admin types it to confirm.
+        everything_sites: (everything_refused.is_empty()
+            && settings.publish_server.is_some()
+            && !sites.is_empty())
+        .then_some(sites),
         everything_refused: if everything_refused.is_empty() && settings.publish_server.is_none() {
             "Set a Publish Server Name first: it names the site to purge.".into()
         } else {
@@ -207,7 +211,7 @@ pub async fn purge_everything(
     }
     let problem = if page.everything_sites.is_none() {
         Some(format!("Nothing was purged: {}", page.everything_refused))
-    } else if form.confirm.trim() != page.confirm_word {
+    } else if page.confirm_word.is_empty() || form.confirm.trim() != page.confirm_word {
         Some(format!(
             "Nothing was purged: type the publish server's name, {}, to confirm.",
             page.confirm_word
@@ -223,7 +227,8 @@ pub async fn purge_everything(
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     let settings = invalidations::load_settings(&state).await?;
-    let targets = invalidations::everything(&settings);
+    let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
+    let targets = invalidations::everything(&settings, &snapshot);
     match invalidations::queue_targets(&state, &admin.user, key.to_string(), targets, None).await {
         Ok(id) => {
             tracing::warn!(admin = %admin.user.username, id, "purge everything queued");

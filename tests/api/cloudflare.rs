@@ -384,7 +384,10 @@ async fn purge_everything_is_one_purge_everything_request_for_the_zone() {
     let json = admin.wait_finished(invalidation_id(&r)).await;
     assert_eq!(json["status"], "succeeded", "{json}");
     assert_eq!(json["scope"], "everything");
-    assert_eq!(json["succeeded"], 2, "both sites: {json}");
+    // One row, the publish server's site: the allowed host may be in another zone, so it
+    // is not recorded cleared on the word of this zone's purge.
+    assert_eq!(json["total"], 1, "{json}");
+    assert_eq!(json["urls"][0]["url"], "https://images.example.com/");
     let purges = sim.purges();
     assert_eq!(purges.len(), 1, "one request clears the zone");
     assert!(purges[0].everything);

@@ -407,3 +407,114 @@ async fn checking_a_tag_invalidation_requests_the_template_urls_of_each_asset() 
     assert!(status.starts_with("Checked 4 URLs"), "{status}");
     assert_eq!(*origin.hits.lock().unwrap() - before, 4);
 }
+
+/// A purge of everything that failed is not retried by a button any user can press: an
+/// admin purges everything again, with its confirmation. Without a publish server there is
+/// nothing to type, so there is no purge of everything.
+#[tokio::test]
+async fn purge_everything_cannot_be_retried_or_confirmed_without_a_publish_server() {
+    let app = spawn_app().await;
+    let node = PurgeNode::start(403).await;
+    let admin = setup(&app, &node, "urls").await;
+    let page = admin.page("/settings/variants").await;
+    let key = attr(
+        &page,
+        "#purge-everything input[name=idempotency_key]",
+        "value",
+    )
+    .unwrap();
+    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let r = admin
+        .post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", "server.com"),
+                ("understood", "yes"),
+                ("idempotency_key", &key),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    let id = invalidation_id(&r);
+    assert_eq!(admin.wait_finished(id).await["status"], "failed");
+    let user = app.user(&admin, "ursula").await;
+    let html = user.page(&format!("/invalidations/{id}")).await;
+    assert!(html.select(&sel("#retry")).next().is_none());
+    let token = user.csrf_from(&format!("/invalidations/{id}")).await;
+    let r = user
+        .post_form(
+            &format!("/invalidations/{id}/retry"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(history_count(&admin).await, 1);
+
+    // No publish server: no site to name, no form, and an empty confirmation is refused.
+    let r = admin
+        .save_settings(
+            "",
+            "https://server.com/is/image/<ID>",
+            &node.base(),
+            "server.com",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = admin.page("/settings/variants").await;
+    assert!(page.select(&sel("#purge-everything form")).next().is_none());
+    assert!(
+        texts(&page, "#everything-refused")
+            .concat()
+            .contains("Publish Server Name")
+    );
+    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let r = admin
+        .post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", ""),
+                ("understood", "yes"),
+                ("idempotency_key", "0123456789abcdef0123"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(history_count(&admin).await, 1);
+}
+
+/// Dot segments cannot widen a prefix to its folder, and a retry passes today's checks.
+#[tokio::test]
+async fn a_dot_asset_cannot_clear_a_folder_and_retries_pass_todays_checks() {
+    let app = spawn_app().await;
+    let node = PurgeNode::start(403).await;
+    let admin = setup(&app, &node, "prefixes").await;
+    let token = crate::api_v1::create_token(&admin, "ci").await;
+    for id in [".", ".."] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/invalidations", app.address))
+            .bearer_auth(&token)
+            .json(&json!({"assets": [id], "scope": "prefixes"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{id}");
+    }
+    assert!(node.received().is_empty());
+    // A failed prefix invalidation is not retried once the admin maps assets otherwise.
+    let id = admin.invalidate_variants(&["Lamp_X"], "prefixes").await;
+    assert_eq!(admin.wait_finished(id).await["status"], "failed");
+    assert_eq!(
+        admin.save_variants("urls", "xkey").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let csrf = admin.csrf_from(&format!("/invalidations/{id}")).await;
+    let r = admin
+        .post_form(
+            &format!("/invalidations/{id}/retry"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert_ne!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.text().await.unwrap().contains("no longer offered"));
+}
