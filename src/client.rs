@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// Where the URLs come from.
 pub enum Source {
-    Assets(Vec<String>),
+    /// Asset IDs, and the scope (`urls`, `tags`, `prefixes`; the server's default when none).
+    Assets(Vec<String>, Option<String>),
     /// A file of URLs, one a line (`-`: standard input).
     UrlsFile(std::path::PathBuf),
 }
@@ -90,7 +91,8 @@ pub async fn invalidate(
 ) -> anyhow::Result<i32> {
     let api = Api::new(server, token)?;
     let body = match source {
-        Source::Assets(ids) => json!({ "assets": ids }),
+        Source::Assets(ids, None) => json!({ "assets": ids }),
+        Source::Assets(ids, Some(scope)) => json!({ "assets": ids, "scope": scope }),
         Source::UrlsFile(path) => {
             let text = if path.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading URLs from stdin")?
@@ -120,7 +122,7 @@ pub async fn invalidate(
             eprintln!(
                 "  line {}: {}: {}",
                 e["line"],
-                e["url"].as_str().unwrap_or_default(),
+                e["url"].as_str().or(e["id"].as_str()).unwrap_or_default(),
                 e["message"].as_str().unwrap_or_default()
             );
         }
@@ -134,8 +136,9 @@ pub async fn invalidate(
         .as_i64()
         .context("the server's answer has no id")?;
     eprintln!(
-        "invalidation #{id} queued: {} URLs, estimated {}",
+        "invalidation #{id} queued: {} {}, estimated {}",
         created["total"],
+        rows_noun(&created),
         created["estimate"].as_str().unwrap_or("?")
     );
     println!("{id}");
@@ -164,13 +167,28 @@ pub async fn status(server: &str, token: &str, id: i64, wait: bool) -> anyhow::R
     finished_code(&api, id, &inv).await
 }
 
+/// What an invalidation's rows are, for messages: URLs, cache tags, path prefixes, sites.
+fn rows_noun(inv: &Value) -> &'static str {
+    let one = inv["total"].as_i64() == Some(1);
+    match (inv["scope"].as_str(), one) {
+        (Some("tags"), true) => "cache tag",
+        (Some("tags"), false) => "cache tags",
+        (Some("prefixes"), true) => "path prefix",
+        (Some("prefixes"), false) => "path prefixes",
+        (Some("everything"), true) => "site",
+        (Some("everything"), false) => "sites",
+        _ => "URLs",
+    }
+}
+
 fn print_summary(inv: &Value) {
     let c = &inv["counts"];
     println!(
-        "#{} {}: {} URLs, {} succeeded, {} failed, {} submitted, {} queued or retrying",
+        "#{} {}: {} {}, {} succeeded, {} failed, {} submitted, {} queued or retrying",
         inv["id"],
         inv["status"].as_str().unwrap_or("?"),
         inv["total"],
+        rows_noun(inv),
         c["succeeded"],
         c["failed"],
         c["submitted"],

@@ -93,6 +93,10 @@ enum Command {
         /// A file of URLs, one a line; `-` reads standard input.
         #[arg(long)]
         urls_file: Option<std::path::PathBuf>,
+        /// With --assets: `tags` or `prefixes` clears every cached variant of the assets, as
+        /// an admin mapped assets to the cache; `urls` (the default) the template's URLs.
+        #[arg(long, requires = "assets", value_parser = ["urls", "tags", "prefixes"])]
+        scope: Option<String>,
         /// Makes a repeated run return the first invalidation instead of queuing another.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -255,12 +259,13 @@ async fn main() -> anyhow::Result<()> {
             api,
             assets,
             urls_file,
+            scope,
             idempotency_key,
             wait,
         } => {
             let source = match urls_file {
                 Some(path) => client::Source::UrlsFile(path),
-                None => client::Source::Assets(assets),
+                None => client::Source::Assets(assets, scope),
             };
             let code =
                 client::invalidate(&api.server, &api.token, source, idempotency_key, wait).await?;

@@ -523,6 +523,26 @@ async fn the_cli_invalidates_waits_and_exits_by_the_outcome() {
         out.contains("FAILED https://server.com/is/image/Backpack_B HTTP 403 Forbidden"),
         "{out}"
     );
+    // Every cached variant, as the admin mapped assets: the assets' tags.
+    admin.save_settings("server.com", "<ID>", &node, "").await;
+    assert_eq!(
+        admin.save_variants("tags", "xkey").await.status(),
+        reqwest::StatusCode::SEE_OTHER
+    );
+    let (code, out, err) = run(
+        args(&["invalidate", "--assets", "Backpack_B", "--scope", "tags"]),
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains("queued: 1 cache tag,"), "{err}");
+    let (code, _, err) = run(
+        args(&["invalidate", "--assets", "Shoe 2", "--scope", "tags"]),
+        "",
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 1: Shoe 2:"), "{err}");
     // A bad token: exit 1 with the server's words.
     let (code, _, err) = run(
         args(&["status", &id.to_string(), "--token", "cdni_nope"]),
