@@ -28,7 +28,7 @@ mod sim_fastly;
 #[path = "../tests/api/varnish.rs"]
 mod varnish;
 
-use cdn_invalidator::cdn::{ProviderSnapshot, PurgeConfig};
+use cdn_invalidator::cdn::{ProviderSnapshot, PurgeConfig, Scope};
 use cdn_invalidator::invalidations::{Queued, queue_with, test_connection};
 use cdn_invalidator::store::{ProviderChoice, Role, Store};
 use cdn_invalidator::worker::Worker;
@@ -119,7 +119,8 @@ async fn install(provider: Provider) -> Install {
     match provider {
         Provider::Varnish => {
             let origin = varnish::Origin::start().await;
-            let cache = varnish::Varnish::start(origin.port).await;
+            // The xkey VCL purges URLs as the plain one does, and tags (Step 8's rows).
+            let cache = varnish::Varnish::start_with_vcl(origin.port, "xkey.vcl").await;
             Install {
                 provider: "http_purge",
                 values: vec![("purge_nodes", format!("http://127.0.0.1:{}", cache.port))],
@@ -160,6 +161,8 @@ async fn install(provider: Provider) -> Install {
                     ("cloudflare_zone_id", sim_cloudflare::ZONE_ID.into()),
                     ("cloudflare_batch_size", "100".into()),
                     ("cloudflare_urls_per_second", "800".into()),
+                    // Tag and prefix requests: Pro's 5 a second, bursts of 25.
+                    ("cloudflare_plan", "pro".into()),
                 ],
                 secrets: vec![("cloudflare_api_token", TOKEN.into())],
                 hidden: vec![],
@@ -175,6 +178,7 @@ async fn install(provider: Provider) -> Install {
                 values: vec![
                     ("fastly_base_url", sim.base()),
                     ("fastly_soft_purge", "off".into()),
+                    ("fastly_service_id", sim_fastly::SERVICE_ID.into()),
                 ],
                 secrets: vec![("fastly_api_token", TOKEN.into())],
                 hidden: vec![],
@@ -222,7 +226,12 @@ async fn install(provider: Provider) -> Install {
 
 /// A fresh install of `provider`: the first invalidation of `size` URLs, then two more; the
 /// third has the first two as history.
-async fn fresh_install(provider: Provider, size: usize, run: usize) -> (Measure, Measure) {
+async fn fresh_install(
+    provider: Provider,
+    scope: Scope,
+    size: usize,
+    run: usize,
+) -> (Measure, Measure) {
     let setup = install(provider).await;
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
@@ -278,10 +287,14 @@ async fn fresh_install(provider: Provider, size: usize, run: usize) -> (Measure,
     let mut measures = Vec::new();
     for attempt in 0..3 {
         let urls: Vec<String> = (0..size)
-            .map(|i| {
-                format!(
+            .map(|i| match scope {
+                Scope::Tags => format!("r{run}a{attempt}-{i:06}"),
+                Scope::Prefixes => {
+                    format!("https://images.example.com/is/image/Company/r{run}a{attempt}-{i:06}")
+                }
+                _ => format!(
                     "https://images.example.com/is/image/Company/r{run}a{attempt}-{i:06}?$product$"
-                )
+                ),
             })
             .collect();
         let id = queue_with(
@@ -294,7 +307,7 @@ async fn fresh_install(provider: Provider, size: usize, run: usize) -> (Measure,
                 urls,
                 duplicates_dropped: 0,
                 retry_of: None,
-                scope: cdn_invalidator::cdn::Scope::Urls,
+                scope,
                 covered: Vec::new(),
             },
         )
@@ -336,6 +349,12 @@ fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 async fn run() {
+    // `ESTIMATE_SCOPES_ONLY=1` measures only tags and prefixes (the URL rows take minutes).
+    let only = std::env::var("ESTIMATE_PROVIDERS").unwrap_or_default();
+    if std::env::var("ESTIMATE_SCOPES_ONLY").is_ok_and(|v| v == "1") {
+        run_scopes(&only).await;
+        return;
+    }
     let mut report = String::new();
     let _ = writeln!(report, "## Estimate accuracy\n");
     let _ = writeln!(
@@ -355,7 +374,6 @@ async fn run() {
     );
     let _ = writeln!(report, "|---|---|---|---|---|");
     // `ESTIMATE_PROVIDERS=cloudfront,varnish` runs some of them (to look into one).
-    let only = std::env::var("ESTIMATE_PROVIDERS").unwrap_or_default();
     for provider in Provider::ALL {
         if !only.is_empty()
             && !only
@@ -369,7 +387,7 @@ async fn run() {
             let mut second = Vec::new();
             let mut actual = Vec::new();
             for run in 0..RUNS {
-                let (a, b) = fresh_install(provider, size, run).await;
+                let (a, b) = fresh_install(provider, Scope::Urls, size, run).await;
                 println!(
                     "{} {size}: first {} ms est / {} ms actual ({:.2}); with history {} / {} ({:.2})",
                     provider.label(),
@@ -396,4 +414,81 @@ async fn run() {
     }
     println!("\n{report}");
     report::write_section("## Estimate accuracy", &report);
+    run_scopes(&only).await;
+}
+
+/// Every variant of an asset (Step 8): the same measure for invalidations by cache tag or
+/// path prefix, each provider by the mechanism it has. Sizes are assets; CloudFront's prefixes
+/// go in waves of 15 wildcards, so it is measured at 10 and 45.
+const SCOPED: [(Provider, Scope, &[usize]); 5] = [
+    (Provider::Varnish, Scope::Tags, &[10, 1_000]),
+    (Provider::Akamai, Scope::Tags, &[10, 1_000]),
+    (Provider::Cloudflare, Scope::Tags, &[10, 1_000]),
+    (Provider::Fastly, Scope::Tags, &[10, 1_000]),
+    (Provider::CloudFront, Scope::Prefixes, &[10, 45]),
+];
+
+async fn run_scopes(only: &str) {
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "## Estimate accuracy: cache tags and path prefixes\n"
+    );
+    let _ = writeln!(
+        report,
+        "The same measure as *Estimate accuracy* for Step 8's invalidations of every variant: \
+         tags (Varnish xkey, Akamai's tag endpoint with its own bucket ×10, Cloudflare on the \
+         Pro plan's 5 requests a second, Fastly's surrogate keys) and CloudFront's wildcard \
+         prefixes (15 in progress). Sizes are assets (one tag or prefix each). Same goals; \
+         median (min–max) of {RUNS} installs.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| provider | by | assets | actual s | estimate ÷ actual, first | estimate ÷ actual, with history |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|");
+    for (provider, scope, sizes) in SCOPED {
+        if !only.is_empty()
+            && !only
+                .split(',')
+                .any(|p| provider.label().to_lowercase().contains(p))
+        {
+            continue;
+        }
+        for &size in sizes {
+            let mut first = Vec::new();
+            let mut second = Vec::new();
+            let mut actual = Vec::new();
+            for run in 0..RUNS {
+                let (a, b) = fresh_install(provider, scope, size, run).await;
+                println!(
+                    "{} {scope} {size}: first {} ms est / {} ms actual ({:.2}); with history {} / {} ({:.2})",
+                    provider.label(),
+                    a.estimated_ms,
+                    a.actual_ms,
+                    a.ratio(),
+                    b.estimated_ms,
+                    b.actual_ms,
+                    b.ratio()
+                );
+                first.push(a.ratio());
+                second.push(b.ratio());
+                actual.push(a.actual_ms as f64 / 1000.0);
+            }
+            let (f, f_lo, f_hi) = median_spread(first);
+            let (s, s_lo, s_hi) = median_spread(second);
+            let (a, a_lo, a_hi) = median_spread(actual);
+            let _ = writeln!(
+                report,
+                "| {} | {} | {size} | {a:.3} ({a_lo:.3}–{a_hi:.3}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2}) |",
+                provider.label(),
+                scope.label()
+            );
+        }
+    }
+    println!("\n{report}");
+    report::write_section(
+        "## Estimate accuracy: cache tags and path prefixes",
+        &report,
+    );
 }
