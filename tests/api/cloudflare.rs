@@ -356,24 +356,9 @@ async fn purge_everything_is_one_purge_everything_request_for_the_zone() {
         .save_settings(SERVER, TEMPLATE, "", "cdn.example.com")
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .expect("the purge-everything form: Cloudflare can purge everything");
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let key = admin.everything_key().await;
     let r = admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", "images.example.com"),
-                ("understood", "yes"),
-                ("idempotency_key", &key),
-                ("csrf_token", &token),
-            ],
-        )
+        .purge_everything(&key, "images.example.com", true)
         .await;
     assert_eq!(
         r.status(),

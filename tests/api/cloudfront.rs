@@ -578,24 +578,9 @@ async fn purge_everything_is_one_slash_star() {
     let sim = SimCloudFront::start(Duration::from_millis(100)).await;
     let app = spawn().await;
     let admin = prefixes_admin(&app, &sim, &[]).await;
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .expect("the purge-everything form: CloudFront can purge everything");
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let key = admin.everything_key().await;
     let r = admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", "images.example.com"),
-                ("understood", "yes"),
-                ("idempotency_key", &key),
-                ("csrf_token", &token),
-            ],
-        )
+        .purge_everything(&key, "images.example.com", true)
         .await;
     assert_eq!(
         r.status(),

@@ -58,26 +58,9 @@ async fn setup_keys(app: &TestApp, sim: &FastlySim, soft: &str) -> Browser {
 
 /// Presses *Purge everything* on the variants page, confirmed as the page asks.
 async fn purge_everything(admin: &Browser) -> reqwest::Response {
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .expect("the purge everything form");
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
+    let key = admin.everything_key().await;
     let host = SERVER.strip_prefix("https://").unwrap();
-    admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", host),
-                ("understood", "yes"),
-                ("idempotency_key", &key),
-                ("csrf_token", &token),
-            ],
-        )
-        .await
+    admin.purge_everything(&key, host, true).await
 }
 
 #[tokio::test]

@@ -393,6 +393,39 @@ impl Browser {
         .await
     }
 
+    /// As an admin: the idempotency key of the *Purge everything* form on the variants page
+    /// (panics when the form is not offered).
+    pub async fn everything_key(&self) -> String {
+        let page = self.page("/settings/variants").await;
+        attr(
+            &page,
+            "#purge-everything input[name=idempotency_key]",
+            "value",
+        )
+        .expect("the Purge everything form")
+    }
+
+    /// Presses *Purge everything* with the form's `key`, `confirm` typed, and the box ticked
+    /// when `understood`.
+    pub async fn purge_everything(
+        &self,
+        key: &str,
+        confirm: &str,
+        understood: bool,
+    ) -> reqwest::Response {
+        let token = self.csrf_from("/settings/variants").await;
+        self.post_form(
+            "/settings/purge-everything",
+            &[
+                ("confirm", confirm),
+                ("understood", if understood { "yes" } else { "" }),
+                ("idempotency_key", key),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
     /// Ticks `asset_ids`, opens Invalidate CDN and presses Continue choosing `scope`
     /// (`tags` or `prefixes`: every cached variant); returns the response.
     pub async fn continue_variants(&self, asset_ids: &[&str], scope: &str) -> reqwest::Response {

@@ -274,31 +274,8 @@ async fn purge_everything_needs_the_typed_name_and_the_box_and_is_recorded() {
     let app = spawn_app().await;
     let node = PurgeNode::start(200).await;
     let admin = setup(&app, &node, "urls").await;
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .unwrap();
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
-    let send = |confirm: &'static str, understood: &'static str| {
-        let (key, token, admin) = (key.clone(), token.clone(), &admin);
-        async move {
-            admin
-                .post_form(
-                    "/settings/purge-everything",
-                    &[
-                        ("confirm", confirm),
-                        ("understood", understood),
-                        ("idempotency_key", &key),
-                        ("csrf_token", &token),
-                    ],
-                )
-                .await
-        }
-    };
-    let r = send("server", "yes").await;
+    let key = admin.everything_key().await;
+    let r = admin.purge_everything(&key, "server", true).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = scraper::Html::parse_document(&r.text().await.unwrap());
     assert!(
@@ -306,12 +283,12 @@ async fn purge_everything_needs_the_typed_name_and_the_box_and_is_recorded() {
             .concat()
             .contains("type the publish server's name, server.com")
     );
-    let r = send("server.com", "").await;
+    let r = admin.purge_everything(&key, "server.com", false).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(history_count(&admin).await, 0);
     assert!(node.received().is_empty());
 
-    let r = send("server.com", "yes").await;
+    let r = admin.purge_everything(&key, "server.com", true).await;
     assert_eq!(
         r.status(),
         StatusCode::SEE_OTHER,
@@ -325,7 +302,7 @@ async fn purge_everything_needs_the_typed_name_and_the_box_and_is_recorded() {
     assert_eq!(json["status"], "succeeded");
     // Recorded in history like any invalidation; pressing again leads to the same one.
     assert_eq!(history_count(&admin).await, 1);
-    let r = send("server.com", "yes").await;
+    let r = admin.purge_everything(&key, "server.com", true).await;
     assert_eq!(invalidation_id(&r), id);
     let page = admin.page(&format!("/invalidations/{id}")).await;
     assert!(
@@ -416,25 +393,8 @@ async fn purge_everything_cannot_be_retried_or_confirmed_without_a_publish_serve
     let app = spawn_app().await;
     let node = PurgeNode::start(403).await;
     let admin = setup(&app, &node, "urls").await;
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .unwrap();
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
-    let r = admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", "server.com"),
-                ("understood", "yes"),
-                ("idempotency_key", &key),
-                ("csrf_token", &token),
-            ],
-        )
-        .await;
+    let key = admin.everything_key().await;
+    let r = admin.purge_everything(&key, "server.com", true).await;
     let id = invalidation_id(&r);
     assert_eq!(admin.wait_finished(id).await["status"], "failed");
     let user = app.user(&admin, "ursula").await;
@@ -467,17 +427,8 @@ async fn purge_everything_cannot_be_retried_or_confirmed_without_a_publish_serve
             .concat()
             .contains("Publish Server Name")
     );
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
     let r = admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", ""),
-                ("understood", "yes"),
-                ("idempotency_key", "0123456789abcdef0123"),
-                ("csrf_token", &token),
-            ],
-        )
+        .purge_everything("0123456789abcdef0123", "", true)
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(history_count(&admin).await, 1);

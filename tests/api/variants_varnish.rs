@@ -187,25 +187,8 @@ async fn purge_everything_bans_the_whole_site_and_no_other() {
     varnish.fetch(elsewhere, "other.example").await;
     let admin = setup(&app, &[&varnish], "prefixes").await;
 
-    let page = admin.page("/settings/variants").await;
-    let key = attr(
-        &page,
-        "#purge-everything input[name=idempotency_key]",
-        "value",
-    )
-    .expect("the Purge everything form");
-    let token = attr(&page, "input[name=csrf_token]", "value").unwrap();
-    let r = admin
-        .post_form(
-            "/settings/purge-everything",
-            &[
-                ("confirm", SITE),
-                ("understood", "yes"),
-                ("idempotency_key", &key),
-                ("csrf_token", &token),
-            ],
-        )
-        .await;
+    let key = admin.everything_key().await;
+    let r = admin.purge_everything(&key, SITE, true).await;
     assert_eq!(
         r.status(),
         StatusCode::SEE_OTHER,
