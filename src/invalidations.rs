@@ -200,14 +200,10 @@ pub fn plan_variants(
         let urls = settings.template.expand(id);
         match scope {
             Scope::Tags => {
-                let rules = snapshot
-                    .kind()
-                    .map(|k| k.tag_rules())
-                    .unwrap_or(cdn::TagRules::header_list("the provider", 1024));
-                if let Err(reason) = rules.check(id) {
+                if let Err(reason) = check_tag(snapshot, id) {
                     errors.push(TargetError {
                         asset_id: id.to_string(),
-                        reason: format!("tag \"{id}\" {reason}"),
+                        reason,
                     });
                     continue;
                 }
@@ -228,16 +224,10 @@ pub fn plan_variants(
                         continue;
                     }
                 };
-                if let Some(p) = prefixes.iter().find(|p| !policy.allows(p)) {
-                    errors.push(TargetError {
-                        asset_id: id.to_string(),
-                        reason: format!(
-                            "the prefix {p} is not on the publish server or an allowed host."
-                        ),
-                    });
-                    continue;
-                }
-                if let Some(reason) = prefixes.iter().find_map(|p| snapshot.check_prefix(p).err()) {
+                if let Some(reason) = prefixes
+                    .iter()
+                    .find_map(|p| check_prefix(policy, snapshot, p).err())
+                {
                     errors.push(TargetError {
                         asset_id: id.to_string(),
                         reason: format!("{reason}."),
@@ -266,6 +256,30 @@ pub fn plan_variants(
     } else {
         Err(errors)
     }
+}
+
+/// Whether `tag` may be sent to the snapshot's provider (its documented tag rules).
+fn check_tag(snapshot: &ProviderSnapshot, tag: &str) -> Result<(), String> {
+    snapshot
+        .kind()
+        .map(|k| k.tag_rules())
+        .unwrap_or(cdn::TagRules::header_list("the provider", 1024))
+        .check(tag)
+        .map_err(|reason| format!("tag \"{tag}\" {reason}"))
+}
+
+/// Whether `prefix` may be sent: on a host the settings allow, and one the provider takes.
+fn check_prefix(
+    policy: &HostPolicy,
+    snapshot: &ProviderSnapshot,
+    prefix: &url::Url,
+) -> Result<(), String> {
+    if !policy.allows(prefix) {
+        return Err(format!(
+            "the prefix {prefix} is not on the publish server or an allowed host"
+        ));
+    }
+    snapshot.check_prefix(prefix)
 }
 
 /// The sites an admin's *Purge everything* clears, one row each (`https://host/`): the
@@ -405,24 +419,11 @@ async fn retry_targets(
     let policy = host_policy(&state.store, settings).await?;
     let check = |row: &str| -> Result<(), String> {
         match scope {
-            Scope::Tags => snapshot
-                .kind()
-                .map_or(Ok(()), |k| k.tag_rules().check(row))
-                .map_err(|reason| format!("tag \"{row}\" {reason}")),
+            Scope::Tags => check_tag(&snapshot, row),
             _ => {
                 let url = url::Url::parse(row).map_err(|e| format!("{row} is not a URL ({e})"))?;
-                let path = url.path();
-                if !path.starts_with(variants::IMAGE_PATH)
-                    || path.len() <= variants::IMAGE_PATH.len()
-                {
-                    return Err(format!("the prefix {row} is outside the image path"));
-                }
-                if !policy.allows(&url) {
-                    return Err(format!(
-                        "the prefix {row} is not on the publish server or an allowed host"
-                    ));
-                }
-                snapshot.check_prefix(&url)
+                variants::check_image_path(&url)?;
+                check_prefix(&policy, &snapshot, &url)
             }
         }
     };

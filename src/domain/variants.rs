@@ -174,6 +174,18 @@ impl std::fmt::Display for TargetError {
 /// The image path every prefix must stay inside.
 pub const IMAGE_PATH: &str = "/is/image/";
 
+/// A prefix must stay inside [`IMAGE_PATH`] and name something in it, so no prefix can clear
+/// a site.
+pub fn check_image_path(prefix: &Url) -> Result<(), String> {
+    let path = prefix.path();
+    if !path.starts_with(IMAGE_PATH) || path.len() <= IMAGE_PATH.len() {
+        return Err(format!(
+            "the prefix {prefix} is outside the image path {IMAGE_PATH}: only images can be cleared by prefix"
+        ));
+    }
+    Ok(())
+}
+
 /// The prefixes of one asset: each template line cut right after its `<ID>` (query dropped),
 /// duplicates dropped. A prefix must stay inside [`IMAGE_PATH`] and name the asset, so no
 /// prefix can clear a whole site. Lines with `<ID>` only in their query give no prefix.
@@ -199,11 +211,7 @@ pub fn prefixes(template: &InvalidationTemplate, asset_id: &str) -> Result<Vec<U
                 "the prefix {line} does not end with the asset's ID once read as a URL ({url}): it would clear more than the asset."
             ));
         }
-        if !path.starts_with(IMAGE_PATH) || path.len() <= IMAGE_PATH.len() {
-            return Err(format!(
-                "the prefix {line} is outside the image path {IMAGE_PATH}: only images can be cleared by prefix."
-            ));
-        }
+        check_image_path(&url).map_err(|reason| format!("{reason}."))?;
         if !out.contains(&url) {
             out.push(url);
         }

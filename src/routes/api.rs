@@ -540,19 +540,24 @@ pub async fn create(
             errors: lines,
         }
     })?;
-    let key = key.unwrap_or_else(|| {
+    let key = key_or_random(key);
+    let urls = list.urls.iter().map(|u| u.as_str().to_string()).collect();
+    let id = invalidations::queue(&state, &user, key, urls, list.duplicates_dropped, None).await?;
+    Ok(created(
+        invalidation_json(&state, id, &PageQuery::default()).await?,
+    ))
+}
+
+/// The request's idempotency key, or a random one when it sent none (every call queues).
+fn key_or_random(key: Option<String>) -> String {
+    key.unwrap_or_else(|| {
         use argon2::password_hash::rand_core::{OsRng, RngCore};
         format!(
             "api-random:{:016x}{:016x}",
             OsRng.next_u64(),
             OsRng.next_u64()
         )
-    });
-    let urls = list.urls.iter().map(|u| u.as_str().to_string()).collect();
-    let id = invalidations::queue(&state, &user, key, urls, list.duplicates_dropped, None).await?;
-    Ok(created(
-        invalidation_json(&state, id, &PageQuery::default()).await?,
-    ))
+    })
 }
 
 /// `POST /api/v1/invalidations` with `scope` `tags` or `prefixes`: every cached variant of
@@ -623,14 +628,7 @@ async fn create_variants(
             }
         },
     )?;
-    let key = key.unwrap_or_else(|| {
-        use argon2::password_hash::rand_core::{OsRng, RngCore};
-        format!(
-            "api-random:{:016x}{:016x}",
-            OsRng.next_u64(),
-            OsRng.next_u64()
-        )
-    });
+    let key = key_or_random(key);
     let id = invalidations::queue_targets(state, user, key, targets, None).await?;
     Ok(created(
         invalidation_json(state, id, &PageQuery::default()).await?,

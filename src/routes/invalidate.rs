@@ -214,27 +214,39 @@ pub struct ContinueForm {
     asset_id: Vec<String>,
 }
 
-/// `POST /invalidations` (Continue): validate, store with all URLs, wake the worker, redirect.
-pub async fn submit(
-    current: CurrentUser,
-    state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<ContinueForm>,
-) -> Result<HttpResponse, AppError> {
-    let key = form.idempotency_key.trim();
+/// The idempotency key a form was given, checked: `Ok(key)` to go on, or `Err` with the
+/// redirect to the invalidation this key already made (a refresh, a double click, a
+/// back-and-resubmit leads to the first result). A key of another shape is a 400.
+pub(super) async fn form_key<'a>(
+    state: &AppState,
+    user_id: i64,
+    raw: &'a str,
+) -> Result<Result<&'a str, HttpResponse>, AppError> {
+    let key = raw.trim();
     // Keys are what the form was given (hex); other shapes are reserved (e.g. `retry-of-N`).
     if !(16..=128).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AppError::BadRequest(
             "The form has no valid idempotency key; reload the page.".into(),
         ));
     }
-    // A repeated submit (refresh, double click, back-and-resubmit) leads to the first result.
-    if let Some(id) = state
-        .store
-        .find_invalidation_by_key(current.user.id, key)
-        .await?
-    {
-        return Ok(see_other(&format!("/invalidations/{id}")));
-    }
+    Ok(
+        match state.store.find_invalidation_by_key(user_id, key).await? {
+            Some(id) => Err(see_other(&format!("/invalidations/{id}"))),
+            None => Ok(key),
+        },
+    )
+}
+
+/// `POST /invalidations` (Continue): validate, store with all URLs, wake the worker, redirect.
+pub async fn submit(
+    current: CurrentUser,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<ContinueForm>,
+) -> Result<HttpResponse, AppError> {
+    let key = match form_key(&state, current.user.id, &form.idempotency_key).await? {
+        Ok(key) => key,
+        Err(first) => return Ok(first),
+    };
     let settings = load_settings(&state).await?;
     let scope = match form.scope.as_str() {
         "" => Scope::Urls,

@@ -194,21 +194,13 @@ pub async fn purge_everything(
     state: web::Data<AppState>,
     CsrfForm(form): CsrfForm<EverythingForm>,
 ) -> Result<HttpResponse, AppError> {
+    let key =
+        match super::invalidate::form_key(&state, admin.user.id, &form.idempotency_key).await? {
+            Ok(key) => key,
+            Err(first) => return Ok(first),
+        };
     let (variants, header) = load(&state).await?;
     let mut page = page(&state, &admin, variants, header).await?;
-    let key = form.idempotency_key.trim();
-    if !(16..=128).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AppError::BadRequest(
-            "The form has no valid idempotency key; reload the page.".into(),
-        ));
-    }
-    if let Some(id) = state
-        .store
-        .find_invalidation_by_key(admin.user.id, key)
-        .await?
-    {
-        return Ok(see_other(&format!("/invalidations/{id}")));
-    }
     let problem = if page.everything_sites.is_none() {
         Some(format!("Nothing was purged: {}", page.everything_refused))
     } else if page.confirm_word.is_empty() || form.confirm.trim() != page.confirm_word {
