@@ -343,6 +343,49 @@ async fn fresh_install(
     (measures[0], measures[2])
 }
 
+/// Whether `ESTIMATE_PROVIDERS` (`only`, comma-separated, empty: all) names `provider`.
+fn wanted(provider: Provider, only: &str) -> bool {
+    only.is_empty()
+        || only
+            .split(',')
+            .any(|p| provider.label().to_lowercase().contains(p))
+}
+
+/// [`RUNS`] fresh installs of `provider` with invalidations of `size` rows of `scope`: the
+/// table cells "actual s | estimate ÷ actual, first | with history", median (min–max).
+async fn measure(provider: Provider, scope: Scope, size: usize) -> String {
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    let mut actual = Vec::new();
+    let by = if scope == Scope::Urls {
+        String::new()
+    } else {
+        format!(" {scope}")
+    };
+    for run in 0..RUNS {
+        let (a, b) = fresh_install(provider, scope, size, run).await;
+        println!(
+            "{}{by} {size}: first {} ms est / {} ms actual ({:.2}); with history {} / {} ({:.2})",
+            provider.label(),
+            a.estimated_ms,
+            a.actual_ms,
+            a.ratio(),
+            b.estimated_ms,
+            b.actual_ms,
+            b.ratio()
+        );
+        first.push(a.ratio());
+        second.push(b.ratio());
+        actual.push(a.actual_ms as f64 / 1000.0);
+    }
+    let (f, f_lo, f_hi) = median_spread(first);
+    let (s, s_lo, s_hi) = median_spread(second);
+    let (a, a_lo, a_hi) = median_spread(actual);
+    format!(
+        "{a:.3} ({a_lo:.3}–{a_hi:.3}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2})"
+    )
+}
+
 fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -375,41 +418,12 @@ async fn run() {
     let _ = writeln!(report, "|---|---|---|---|---|");
     // `ESTIMATE_PROVIDERS=cloudfront,varnish` runs some of them (to look into one).
     for provider in Provider::ALL {
-        if !only.is_empty()
-            && !only
-                .split(',')
-                .any(|p| provider.label().to_lowercase().contains(p))
-        {
+        if !wanted(provider, &only) {
             continue;
         }
         for size in SIZES {
-            let mut first = Vec::new();
-            let mut second = Vec::new();
-            let mut actual = Vec::new();
-            for run in 0..RUNS {
-                let (a, b) = fresh_install(provider, Scope::Urls, size, run).await;
-                println!(
-                    "{} {size}: first {} ms est / {} ms actual ({:.2}); with history {} / {} ({:.2})",
-                    provider.label(),
-                    a.estimated_ms,
-                    a.actual_ms,
-                    a.ratio(),
-                    b.estimated_ms,
-                    b.actual_ms,
-                    b.ratio()
-                );
-                first.push(a.ratio());
-                second.push(b.ratio());
-                actual.push(a.actual_ms as f64 / 1000.0);
-            }
-            let (f, f_lo, f_hi) = median_spread(first);
-            let (s, s_lo, s_hi) = median_spread(second);
-            let (a, a_lo, a_hi) = median_spread(actual);
-            let _ = writeln!(
-                report,
-                "| {} | {size} | {a:.3} ({a_lo:.3}–{a_hi:.3}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2}) |",
-                provider.label()
-            );
+            let cells = measure(provider, Scope::Urls, size).await;
+            let _ = writeln!(report, "| {} | {size} | {cells} |", provider.label());
         }
     }
     println!("\n{report}");
@@ -448,39 +462,14 @@ async fn run_scopes(only: &str) {
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|");
     for (provider, scope, sizes) in SCOPED {
-        if !only.is_empty()
-            && !only
-                .split(',')
-                .any(|p| provider.label().to_lowercase().contains(p))
-        {
+        if !wanted(provider, only) {
             continue;
         }
         for &size in sizes {
-            let mut first = Vec::new();
-            let mut second = Vec::new();
-            let mut actual = Vec::new();
-            for run in 0..RUNS {
-                let (a, b) = fresh_install(provider, scope, size, run).await;
-                println!(
-                    "{} {scope} {size}: first {} ms est / {} ms actual ({:.2}); with history {} / {} ({:.2})",
-                    provider.label(),
-                    a.estimated_ms,
-                    a.actual_ms,
-                    a.ratio(),
-                    b.estimated_ms,
-                    b.actual_ms,
-                    b.ratio()
-                );
-                first.push(a.ratio());
-                second.push(b.ratio());
-                actual.push(a.actual_ms as f64 / 1000.0);
-            }
-            let (f, f_lo, f_hi) = median_spread(first);
-            let (s, s_lo, s_hi) = median_spread(second);
-            let (a, a_lo, a_hi) = median_spread(actual);
+            let cells = measure(provider, scope, size).await;
             let _ = writeln!(
                 report,
-                "| {} | {} | {size} | {a:.3} ({a_lo:.3}–{a_hi:.3}) | {f:.2} ({f_lo:.2}–{f_hi:.2}) | {s:.2} ({s_lo:.2}–{s_hi:.2}) |",
+                "| {} | {} | {size} | {cells} |",
                 provider.label(),
                 scope.label()
             );
