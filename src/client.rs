@@ -2,6 +2,7 @@
 
 use crate::{Progress, Unit};
 use anyhow::Context;
+use cdn_invalidator::domain::variants::Scope;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -169,14 +170,9 @@ pub async fn status(server: &str, token: &str, id: i64, wait: bool) -> anyhow::R
 
 /// What an invalidation's rows are, for messages: URLs, cache tags, path prefixes, sites.
 fn rows_noun(inv: &Value) -> &'static str {
-    let one = inv["total"].as_i64() == Some(1);
-    match (inv["scope"].as_str(), one) {
-        (Some("tags"), true) => "cache tag",
-        (Some("tags"), false) => "cache tags",
-        (Some("prefixes"), true) => "path prefix",
-        (Some("prefixes"), false) => "path prefixes",
-        (Some("everything"), true) => "site",
-        (Some("everything"), false) => "sites",
+    let total = inv["total"].as_u64().unwrap_or(0) as usize;
+    match inv["scope"].as_str().and_then(Scope::parse) {
+        Some(scope) if scope != Scope::Urls => scope.noun(total),
         _ => "URLs",
     }
 }

@@ -187,13 +187,7 @@ pub async fn from_assets(
     CsrfForm(form): CsrfForm<SelectionForm>,
 ) -> Result<HttpResponse, AppError> {
     let settings = load_settings(&state).await?;
-    let mut seen = std::collections::HashSet::new();
-    let ids: Vec<&str> = form
-        .asset_id
-        .iter()
-        .map(String::as_str)
-        .filter(|id| seen.insert(*id))
-        .collect();
+    let ids = unique_ids(&form.asset_id);
     let urls = settings.template.expand_all(ids.iter().copied());
     let mut page = InvalidatePage::new(&current, &settings, urls, ids.len(), state.config.max_urls);
     page.variants = variants_choice(&state, &settings, &ids, false).await?;
@@ -299,17 +293,41 @@ async fn submit_variants(
     form: ContinueForm,
     scope: Scope,
 ) -> Result<HttpResponse, AppError> {
-    let mut seen = std::collections::HashSet::new();
-    let ids: Vec<&str> = form
-        .asset_id
-        .iter()
-        .map(String::as_str)
-        .filter(|id| seen.insert(*id))
-        .collect();
+    let ids = unique_ids(&form.asset_id);
     let (variants, _) = super::variants::load(&state).await?;
-    let refused = |page: &mut InvalidatePage, message: String| {
-        page.list_error = Some(message);
+    let refusal = if variants.scope() != Some(scope) {
+        format!(
+            "Clearing by {} is not offered here: an admin chooses how assets map to the cache (Settings, Every variant of an asset).",
+            scope.label()
+        )
+    } else if ids.len() > state.config.max_urls {
+        format!(
+            "{} assets are selected; at most {} can be cleared at once.",
+            ids.len(),
+            state.config.max_urls
+        )
+    } else {
+        let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
+        let policy = invalidations::host_policy(&state.store, &settings).await?;
+        match invalidations::plan_variants(&settings, &policy, &snapshot, scope, &ids) {
+            // The page lists each refused asset (variants_choice runs the same checks).
+            Err(_) => "Nothing was invalidated: some assets cannot be cleared this way.".into(),
+            Ok(targets) => match invalidations::queue_targets(
+                &state,
+                &current.user,
+                form.idempotency_key.trim().to_string(),
+                targets,
+                None,
+            )
+            .await
+            {
+                Ok(id) => return Ok(see_other(&format!("/invalidations/{id}"))),
+                Err(invalidations::InvalidationError::NotAllowed(reason)) => reason,
+                Err(e) => return Err(AppError::Internal(e.into())),
+            },
+        }
     };
+    // Refused: the page again, as it was, with the reason.
     let mut page = InvalidatePage::new(
         &current,
         &settings,
@@ -320,54 +338,15 @@ async fn submit_variants(
     page.idempotency_key = form.idempotency_key.trim().to_string();
     page.asset_ids = ids.iter().map(|id| id.to_string()).collect();
     page.variants = variants_choice(&state, &settings, &ids, true).await?;
-    if variants.scope() != Some(scope) {
-        refused(
-            &mut page,
-            format!(
-                "Clearing by {} is not offered here: an admin chooses how assets map to the cache (Settings, Every variant of an asset).",
-                scope.label()
-            ),
-        );
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
-    }
-    if ids.len() > state.config.max_urls {
-        refused(
-            &mut page,
-            format!(
-                "{} assets are selected; at most {} can be cleared at once.",
-                ids.len(),
-                state.config.max_urls
-            ),
-        );
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
-    }
-    let snapshot = invalidations::active_snapshot(&state.store.load_provider().await?);
-    let policy = invalidations::host_policy(&state.store, &settings).await?;
-    let targets = match invalidations::plan_variants(&settings, &policy, &snapshot, scope, &ids) {
-        Ok(targets) => targets,
-        Err(_) => {
-            // The page lists each refused asset (variants_choice ran the same checks).
-            refused(
-                &mut page,
-                "Nothing was invalidated: some assets cannot be cleared this way.".into(),
-            );
-            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
-        }
-    };
-    match invalidations::queue_targets(
-        &state,
-        &current.user,
-        form.idempotency_key.trim().to_string(),
-        targets,
-        None,
-    )
-    .await
-    {
-        Ok(id) => Ok(see_other(&format!("/invalidations/{id}"))),
-        Err(invalidations::InvalidationError::NotAllowed(reason)) => {
-            refused(&mut page, reason);
-            render(StatusCode::UNPROCESSABLE_ENTITY, &page)
-        }
-        Err(e) => Err(AppError::Internal(e.into())),
-    }
+    page.list_error = Some(refusal);
+    render(StatusCode::UNPROCESSABLE_ENTITY, &page)
+}
+
+/// The asset IDs a form ticked, in order, each once.
+fn unique_ids(ids: &[String]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect()
 }
