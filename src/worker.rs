@@ -591,32 +591,19 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let mut ready = Vec::new();
         for url in pending {
-            if run.scope == Scope::Tags {
-                if url.attempts < i64::from(self.config().max_attempts) {
-                    ready.push((url, None));
-                    continue;
-                }
-                let outcome = UrlOutcome {
-                    status: UrlStatus::Failed,
-                    attempts: url.attempts,
-                    http_status: url.http_status,
-                    error: Some(
-                        url.error
-                            .clone()
-                            .unwrap_or_else(|| "no attempts left".into()),
-                    ),
-                    batch_id: None,
-                };
-                recorder.record(url.id, outcome).await?;
-                continue;
-            }
-            let refused = match Url::parse(&url.url) {
-                Ok(parsed) if !run.policy.allows(&parsed) => Some((
+            // A tag is sent as it is; every other row is a URL (a prefix, a site's root).
+            let parsed = if run.scope == Scope::Tags {
+                Ok(None)
+            } else {
+                Url::parse(&url.url).map(Some)
+            };
+            let refused = match parsed {
+                Ok(Some(parsed)) if !run.policy.allows(&parsed) => Some((
                     None,
                     "not sent: its host is no longer the publish server or an allowed host".into(),
                 )),
                 Ok(parsed) if url.attempts < i64::from(self.config().max_attempts) => {
-                    ready.push((url, Some(parsed)));
+                    ready.push((url, parsed));
                     continue;
                 }
                 Ok(_) => Some((
