@@ -6,8 +6,9 @@
 //! A search matches assets whose ID or name contains it, compared after the database's
 //! `lower()` (ASCII letters on SQLite; the database's locale on PostgreSQL). Searches of three
 //! characters or more are answered from a trigram index (SQLite: the FTS5 table
-//! `assets_search`; PostgreSQL: pg_trgm GIN indexes); shorter ones walk the list's order and
-//! stop at a page.
+//! `assets_search`; PostgreSQL: pg_trgm GIN indexes). Shorter ones walk the list's order and
+//! stop at a page; on SQLite a short search that is rare (and ASCII) is answered from the
+//! index's vocabulary instead: the rows of its terms that start with the search.
 
 use super::asset_cache::PageQuery;
 use super::{Pool, Result, Store};
@@ -263,11 +264,41 @@ fn rare_part(q: &str, ids: &[String], names: &[String]) -> Option<String> {
 
 /// An FTS5 query for rows holding every trigram: each quoted as a string.
 fn fts_all_of<'a>(trigrams: impl IntoIterator<Item = &'a str>) -> String {
+    fts_join(trigrams, " AND ")
+}
+
+/// An FTS5 query for rows holding any of the trigrams.
+fn fts_any_of<'a>(trigrams: impl IntoIterator<Item = &'a str>) -> String {
+    fts_join(trigrams, " OR ")
+}
+
+fn fts_join<'a>(trigrams: impl IntoIterator<Item = &'a str>, operator: &str) -> String {
     trigrams
         .into_iter()
         .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
         .collect::<Vec<_>>()
-        .join(" AND ")
+        .join(operator)
+}
+
+/// SQLite: rows read (in table order) to judge whether a short search is frequent, and the
+/// matches among them that make it so (about 0.1 %: over a thousand in a million rows, so the
+/// walk of the list's order finds a page within a few thousand rows).
+const SAMPLE_ROWS: i64 = 2_000;
+const SAMPLE_FREQUENT: i64 = 2;
+
+/// SQLite: most index terms a short search is looked up by (one per character that follows
+/// it somewhere); more, and it is frequent.
+const MAX_SHORT_TERMS: usize = 200;
+
+/// The first index term after every string that starts with `prefix` (ASCII): its last
+/// character moved on by one. Terms compare as bytes, and a term longer than `prefix` that
+/// starts with it sorts between the two.
+fn after_prefix(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    if let Some(last) = chars.pop() {
+        chars.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
+    }
+    chars.into_iter().collect()
 }
 
 /// How one list is found: where its rows come from and what selects them, as SQL.
@@ -515,11 +546,38 @@ impl Store {
                     }
                 }
             }
-            Pool::Sqlite(_) if short => Plan {
-                filter: SQLITE_CONTAINS,
-                binds: vec![q.to_ascii_lowercase()],
-                ..ALL_ROWS
-            },
+            Pool::Sqlite(p) if short => {
+                let needle = q.to_ascii_lowercase();
+                let walk = Plan {
+                    filter: SQLITE_CONTAINS,
+                    binds: vec![needle.clone()],
+                    ..ALL_ROWS
+                };
+                // Frequent: the walk meets a page soon. Rare: the walk would read the whole
+                // table, the index's terms starting with the search name its rows.
+                if !q.is_ascii() || sqlite_sample_hits(p, &needle).await? >= SAMPLE_FREQUENT {
+                    walk
+                } else {
+                    let terms = sqlite_terms_starting_with(p, &needle).await?;
+                    let rows: i64 = terms.iter().map(|(_, n)| n).sum();
+                    if terms.is_empty() {
+                        Plan {
+                            empty: true,
+                            ..ALL_ROWS
+                        }
+                    } else if rows <= CANDIDATE_LIMIT && terms.len() <= MAX_SHORT_TERMS {
+                        Plan {
+                            from: FTS_FROM,
+                            filter: FTS_FILTER,
+                            binds: vec![fts_any_of(terms.iter().map(|(t, _)| t.as_str())), needle],
+                            count_in_page: true,
+                            ..ALL_ROWS
+                        }
+                    } else {
+                        walk
+                    }
+                }
+            }
             Pool::Sqlite(p) => {
                 let needle = q.to_ascii_lowercase();
                 let mut probed = probe_sqlite(p, &probe_trigrams(q)).await?;
@@ -760,6 +818,34 @@ async fn probe_sqlite(p: &sqlx::SqlitePool, trigrams: &[String]) -> Result<Vec<(
     (0..trigrams.len())
         .map(|i| Ok((trigrams[i].clone(), sqlx::Row::try_get(&row, i)?)))
         .collect()
+}
+
+/// SQLite: how many of the first [`SAMPLE_ROWS`] rows hold `needle` (ASCII, lower case).
+async fn sqlite_sample_hits(p: &sqlx::SqlitePool, needle: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT id, name FROM assets LIMIT {SAMPLE_ROWS}) AS a
+         WHERE {SQLITE_CONTAINS}"
+    ))
+    .bind(needle)
+    .fetch_one(p)
+    .await?)
+}
+
+/// SQLite: the index's terms (trigrams, case-folded) that start with `prefix` (one or two
+/// ASCII characters, lower case), with how many rows hold each. Every character of an ID or
+/// name starts a term (they are indexed followed by two unit separators), so these terms'
+/// rows are every row holding `prefix`, ignoring ASCII case, and more that the check drops.
+async fn sqlite_terms_starting_with(
+    p: &sqlx::SqlitePool,
+    prefix: &str,
+) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT term, doc FROM assets_search_terms WHERE term >= $1 AND term < $2")
+            .bind(prefix)
+            .bind(after_prefix(prefix))
+            .fetch_all(p)
+            .await?,
+    )
 }
 
 /// PostgreSQL: the IDs and names its statistics keep as a sample of the table (the
