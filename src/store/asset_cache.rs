@@ -7,6 +7,11 @@
 //! version it was read under is the current one. The version is read again at most every
 //! [`RECHECK`]: an import by this instance drops its pages at once, one by another process or
 //! instance is seen within that time.
+//!
+//! Beside the pages it keeps what planning a search learnt: on SQLite how many rows hold each
+//! trigram (counted up to a bound, under the same version), on PostgreSQL the sample of IDs and
+//! names its statistics keep (read again after [`SAMPLES_FOR`]). A search nobody made before
+//! then looks up only what it has new: the IDs users paste share most of their trigrams.
 
 use super::{AssetPage, AssetSort, PageStart};
 use lru::LruCache;
@@ -19,6 +24,15 @@ pub(super) const RECHECK: Duration = Duration::from_millis(250);
 
 /// Most pages kept: each is about 8 KB (50 rows), so a few MB at most.
 const CAPACITY: usize = 512;
+
+/// Most trigram counts kept: a few dozen bytes each, so well under a MB.
+const TRIGRAMS: usize = 16_384;
+
+/// How long PostgreSQL's sample is trusted: ANALYZE renews it in the background.
+pub(super) const SAMPLES_FOR: Duration = Duration::from_secs(60);
+
+/// IDs and names sampled by PostgreSQL's statistics.
+pub(super) type Samples = std::sync::Arc<(Vec<String>, Vec<String>)>;
 
 /// What one page was asked for with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +53,10 @@ struct State {
     /// The catalogue version the pages were read under, and when it was last read.
     version: Option<(i64, Instant)>,
     pages: LruCache<PageQuery, AssetPage>,
+    /// Rows holding each trigram (lower case), counted under `version`.
+    trigrams: LruCache<String, i64>,
+    /// PostgreSQL's sample and when it was read.
+    samples: Option<(Samples, Instant)>,
 }
 
 impl Default for AssetPageCache {
@@ -47,6 +65,8 @@ impl Default for AssetPageCache {
             state: Mutex::new(State {
                 version: None,
                 pages: LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero")),
+                trigrams: LruCache::new(NonZeroUsize::new(TRIGRAMS).expect("non-zero")),
+                samples: None,
             }),
         }
     }
@@ -58,6 +78,7 @@ impl AssetPageCache {
         self.state.lock().unwrap_or_else(|poisoned| {
             let mut state = poisoned.into_inner();
             state.pages.clear();
+            state.trigrams.clear();
             state
         })
     }
@@ -75,6 +96,7 @@ impl AssetPageCache {
         let mut state = self.state();
         if state.version.map(|(v, _)| v) != Some(version) {
             state.pages.clear();
+            state.trigrams.clear();
         }
         state.version = Some((version, now));
     }
@@ -100,7 +122,43 @@ impl AssetPageCache {
     pub fn forget(&self) {
         let mut state = self.state();
         state.pages.clear();
+        state.trigrams.clear();
         state.version = None;
+    }
+
+    /// The counts known under `version` of these trigrams (lower case), in their order.
+    pub fn trigram_counts(&self, version: i64, trigrams: &[String]) -> Vec<Option<i64>> {
+        let mut state = self.state();
+        if state.version.map(|(v, _)| v) != Some(version) {
+            return vec![None; trigrams.len()];
+        }
+        trigrams
+            .iter()
+            .map(|t| state.trigrams.get(t).copied())
+            .collect()
+    }
+
+    /// Keeps trigram counts made under `version`, unless the version has moved on since.
+    pub fn put_trigram_counts(&self, version: i64, counts: &[(String, i64)]) {
+        let mut state = self.state();
+        if state.version.map(|(v, _)| v) == Some(version) {
+            for (t, n) in counts {
+                state.trigrams.put(t.clone(), *n);
+            }
+        }
+    }
+
+    /// PostgreSQL's sample, if read less than [`SAMPLES_FOR`] before `now`.
+    pub fn samples(&self, now: Instant) -> Option<Samples> {
+        self.state()
+            .samples
+            .as_ref()
+            .filter(|(_, read)| now.saturating_duration_since(*read) < SAMPLES_FOR)
+            .map(|(s, _)| s.clone())
+    }
+
+    pub fn put_samples(&self, samples: Samples, now: Instant) {
+        self.state().samples = Some((samples, now));
     }
 }
 
@@ -170,6 +228,37 @@ mod tests {
         cache.forget();
         assert_eq!(cache.fresh_version(now), None);
         assert!(cache.get(1, &query("red")).is_none());
+    }
+
+    #[test]
+    fn trigram_counts_are_kept_only_under_their_version() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        let ts = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        cache.set_version(1, now);
+        cache.put_trigram_counts(1, &[("com".into(), 5_001), ("456".into(), 12)]);
+        assert_eq!(
+            cache.trigram_counts(1, &ts(&["456", "abc", "com"])),
+            [Some(12), None, Some(5_001)]
+        );
+        // Counts made under an older version are not kept; a new version drops them all.
+        cache.put_trigram_counts(0, &[("abc".into(), 1)]);
+        assert_eq!(cache.trigram_counts(1, &ts(&["abc"])), [None]);
+        cache.set_version(2, now);
+        assert_eq!(cache.trigram_counts(2, &ts(&["456"])), [None]);
+        cache.put_trigram_counts(2, &[("456".into(), 13)]);
+        cache.forget();
+        assert_eq!(cache.trigram_counts(2, &ts(&["456"])), [None]);
+    }
+
+    #[test]
+    fn samples_are_read_again_after_a_while() {
+        let cache = AssetPageCache::default();
+        let now = Instant::now();
+        assert!(cache.samples(now).is_none());
+        cache.put_samples(std::sync::Arc::new((vec!["a".into()], vec![])), now);
+        assert_eq!(cache.samples(now + SAMPLES_FOR / 2).unwrap().0, ["a"]);
+        assert!(cache.samples(now + SAMPLES_FOR).is_none());
     }
 
     #[test]

@@ -193,8 +193,10 @@ fn escape_like(q: &str) -> String {
 /// The fewest characters a trigram index can answer.
 const TRIGRAM: usize = 3;
 
-/// Most trigrams of one search whose frequency is looked up (spread over the search).
-const MAX_PROBES: usize = 6;
+/// Most trigrams of one search whose frequency is looked up (spread over the search). Counts
+/// are kept in memory under the catalogue's version, so a search mostly looks up trigrams
+/// searches before it already counted: a pasted ID's rarest trigram is found at little cost.
+const MAX_PROBES: usize = 16;
 
 /// SQLite: a search one of whose trigrams is in at most this many rows checks those rows
 /// (about a microsecond each); when every trigram is more frequent, matches are likely
@@ -404,7 +406,7 @@ impl Store {
         if let Some(page) = self.asset_pages.get(version, &query) {
             return Ok(page);
         }
-        let page = self.search_assets(q, sort, start, limit).await?;
+        let page = self.search_assets(version, q, sort, start, limit).await?;
         self.asset_pages.put(version, query, page.clone());
         Ok(page)
     }
@@ -429,12 +431,13 @@ impl Store {
     #[tracing::instrument(skip(self))]
     async fn search_assets(
         &self,
+        version: i64,
         q: &str,
         sort: AssetSort,
         start: &PageStart,
         limit: i64,
     ) -> Result<AssetPage> {
-        let mut plan = self.plan_search(q).await?;
+        let mut plan = self.plan_search(version, q).await?;
         if plan.empty {
             return Ok(AssetPage {
                 assets: Vec::new(),
@@ -488,7 +491,7 @@ impl Store {
     }
 
     /// How the rows matching `q` are found on this backend.
-    async fn plan_search(&self, q: &str) -> Result<Plan> {
+    async fn plan_search(&self, version: i64, q: &str) -> Result<Plan> {
         if q.is_empty() {
             return Ok(ALL_ROWS);
         }
@@ -502,8 +505,16 @@ impl Store {
             Pool::Postgres(p) => {
                 // One trigram has no part to leave out.
                 let part = if q.chars().count() > TRIGRAM {
-                    let (ids, names) = postgres_samples(p).await?;
-                    rare_part(q, &ids, &names)
+                    let now = std::time::Instant::now();
+                    let samples = match self.asset_pages.samples(now) {
+                        Some(samples) => samples,
+                        None => {
+                            let samples = std::sync::Arc::new(postgres_samples(p).await?);
+                            self.asset_pages.put_samples(samples.clone(), now);
+                            samples
+                        }
+                    };
+                    rare_part(q, &samples.0, &samples.1)
                 } else {
                     None
                 };
@@ -580,7 +591,7 @@ impl Store {
             }
             Pool::Sqlite(p) => {
                 let needle = q.to_ascii_lowercase();
-                let mut probed = probe_sqlite(p, &probe_trigrams(q)).await?;
+                let mut probed = self.probe_cached(p, version, &probe_trigrams(q)).await?;
                 probed.sort_by_key(|(_, n)| *n);
                 let rare: Vec<&str> = probed
                     .iter()
@@ -594,9 +605,17 @@ impl Store {
                         ..ALL_ROWS
                     }
                 } else if rare.is_empty() {
-                    // Every trigram is frequent: matches likely are too, and the order's
-                    // walk meets them soon. The rows holding all of them are counted.
-                    let all = fts_all_of(probed.iter().map(|(t, _)| t.as_str()));
+                    // Every trigram is frequent, but rows holding all of the rarest few can
+                    // still be few (a whole ID: 1 row of "Company_0042_SKU0000042", whose
+                    // rarest trigram is in 10,000). They are counted: when few, the page is
+                    // read among them; when many, matches are frequent and the order's walk
+                    // meets them soon.
+                    let all = fts_all_of(
+                        probed
+                            .iter()
+                            .take(MAX_KEY_TRIGRAMS)
+                            .map(|(t, _)| t.as_str()),
+                    );
                     Plan {
                         filter: SQLITE_CONTAINS,
                         binds: vec![needle.clone()],
@@ -620,6 +639,48 @@ impl Store {
                 }
             }
         })
+    }
+
+    /// SQLite: how many rows hold each trigram (up to `CANDIDATE_LIMIT + 1`), those counted
+    /// before under `version` from memory, the others from the index. Kept by their lower
+    /// case (the index folds case); looked up as given (each still exactly one trigram).
+    async fn probe_cached(
+        &self,
+        p: &sqlx::SqlitePool,
+        version: i64,
+        trigrams: &[String],
+    ) -> Result<Vec<(String, i64)>> {
+        let keys: Vec<String> = trigrams.iter().map(|t| t.to_lowercase()).collect();
+        let known = self.asset_pages.trigram_counts(version, &keys);
+        let unknown: Vec<String> = trigrams
+            .iter()
+            .zip(&known)
+            .filter(|(_, n)| n.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
+        let counted = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            probe_sqlite(p, &unknown).await?
+        };
+        let mut counted = counted.into_iter();
+        let mut learnt = Vec::new();
+        let probed = trigrams
+            .iter()
+            .zip(keys)
+            .zip(known)
+            .map(|((t, key), n)| {
+                let n = n.unwrap_or_else(|| {
+                    // In the order asked: the next counted one is this one.
+                    let n = counted.next().map_or(0, |(_, n)| n);
+                    learnt.push((key, n));
+                    n
+                });
+                (t.clone(), n)
+            })
+            .collect();
+        self.asset_pages.put_trigram_counts(version, &learnt);
+        Ok(probed)
     }
 
     /// Counts the matches up to `COUNT_LIMIT + 1`: `plan`'s, not its candidates'.
