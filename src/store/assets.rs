@@ -455,7 +455,28 @@ impl Store {
                 read = page;
                 count
             } else {
-                self.count_matches(&candidates).await?
+                // SQLite: the first COUNT_LIMIT + 1 candidates that match are counted and,
+                // when that is all of them, the page is read among them, in one statement:
+                // one read of the index instead of a count and then a page.
+                let (rows, more) = self
+                    .fetch_page_counted(
+                        &candidates,
+                        sort,
+                        start,
+                        limit,
+                        true,
+                        Some(COUNT_LIMIT + 1),
+                    )
+                    .await?;
+                let count = match rows.first().and_then(|r| r.matches) {
+                    Some(n) => AssetCount::bounded(n),
+                    // No row on this page: counted apart.
+                    None => self.count_matches(&candidates).await?,
+                };
+                if let AssetCount::Exactly(_) = count {
+                    read = Some((rows, more));
+                }
+                count
             };
             if let AssetCount::Exactly(_) = count {
                 plan = *candidates;
@@ -709,13 +730,36 @@ impl Store {
         start: &PageStart,
         limit: i64,
     ) -> Result<(Vec<ListedAsset>, bool)> {
+        self.fetch_page_counted(plan, sort, start, limit, plan.count_in_page, None)
+            .await
+    }
+
+    /// [`Store::fetch_page`], the page's statement counting the matches when `counted`: all
+    /// of them, or only up to `bound` (the count then says whether the page is right: with
+    /// more matches than the bound, the page was read among the first found only).
+    async fn fetch_page_counted(
+        &self,
+        plan: &Plan,
+        sort: AssetSort,
+        start: &PageStart,
+        limit: i64,
+        counted: bool,
+        bound: Option<i64>,
+    ) -> Result<(Vec<ListedAsset>, bool)> {
         let (key, backwards, order, keyset) = page_bounds(sort, start, plan.binds.len() + 1);
         let (from, filter, with) = (plan.from, plan.filter, with_clause(plan));
-        let sql = if plan.count_in_page {
-            // The count is taken over every match, before the page's start and size.
+        let sql = if counted {
+            // The count is taken over every match (up to the bound), before the page's start
+            // and size.
+            let matches = match bound {
+                Some(bound) => {
+                    format!("(SELECT a.* FROM {from} WHERE {filter} LIMIT {bound}) AS a")
+                }
+                None => format!("{from} WHERE {filter}"),
+            };
             format!(
                 "{with}SELECT {COLUMNS}, a.matches FROM (
-                   SELECT a.*, count(*) OVER () AS matches FROM {from} WHERE {filter}
+                   SELECT a.*, count(*) OVER () AS matches FROM {matches}
                  ) AS a WHERE {keyset} ORDER BY {order} LIMIT {}",
                 limit + 1
             )

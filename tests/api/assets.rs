@@ -355,6 +355,46 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
 }
 
 #[tokio::test]
+async fn a_search_whose_every_trigram_is_frequent_is_counted_and_paged_in_the_lists_order() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // Every row holds the trigrams of "aaabbb" (aaa, aab, abb, bbb), more than SQLite checks
+    // one by one (5,000); 1,200 rows hold "aaabbb" itself, named in the reverse of the order
+    // they were imported in, and one row holds "aaabbbb".
+    let csv: String = std::iter::once("id,name,type\n".to_string())
+        .chain((0..6_000).map(|i| {
+            let id = if i < 1_200 {
+                format!("aaabbb-{i:05}")
+            } else {
+                format!("aaab-{i:05}")
+            };
+            format!("{id},abbb {:05},image\n", 5_999 - i)
+        }))
+        .chain(std::iter::once("only-aaabbbb,Z,image\n".to_string()))
+        .collect();
+    assert_eq!(admin.import_csv(&csv).await.status(), StatusCode::SEE_OTHER);
+    let html = admin.page("/assets?q=AAABBBB").await;
+    assert_eq!(ids(&html), ["only-aaabbbb"]);
+    assert_eq!(texts(&html, "#asset-count"), ["1 assets match “AAABBBB”."]);
+    // More than a thousand: the first page in name order ("abbb 04800" first), not the first
+    // rows found.
+    let want = |range: std::ops::Range<i32>| {
+        range
+            .rev()
+            .map(|i| format!("aaabbb-{i:05}"))
+            .collect::<Vec<_>>()
+    };
+    let html = admin.page("/assets?q=aaabbb").await;
+    assert_eq!(
+        texts(&html, "#asset-count"),
+        ["More than 1,000 assets match “aaabbb”."]
+    );
+    assert_eq!(ids(&html), want(1_150..1_200));
+    let html = admin.page(&link(&html, "next")).await;
+    assert_eq!(ids(&html), want(1_100..1_150));
+}
+
+#[tokio::test]
 async fn counts_stop_past_a_thousand_matches() {
     let app = spawn_app().await;
     let admin = app.admin().await;
