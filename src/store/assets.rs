@@ -203,6 +203,12 @@ const MAX_PROBES: usize = 16;
 /// frequent too and walking the list's order finds a page sooner.
 const CANDIDATE_LIMIT: i64 = 5_000;
 
+/// SQLite: trigrams are counted up to this many rows, so that a search whose every trigram
+/// is frequent still knows its rarest (in a million IDs, "42_" is in 10,000 rows and "com" in
+/// all: both past [`CANDIDATE_LIMIT`]). Counting stops there: a few ms the first time a
+/// trigram is met under a catalogue version, nothing after.
+const PROBE_LIMIT: i64 = 50_000;
+
 /// PostgreSQL: a trigram found in more than this share of the sampled IDs plus names is
 /// left out of the index lookup when the search has rarer ones (see [`rare_part`]).
 const FREQUENT_PERCENT: usize = 2;
@@ -631,12 +637,14 @@ impl Store {
                     // rarest trigram is in 10,000). They are counted: when few, the page is
                     // read among them; when many, matches are frequent and the order's walk
                     // meets them soon.
-                    let all = fts_all_of(
-                        probed
-                            .iter()
-                            .take(MAX_KEY_TRIGRAMS)
-                            .map(|(t, _)| t.as_str()),
-                    );
+                    // When even the rarest is past PROBE_LIMIT their counts cannot tell them
+                    // apart, and only all of them together narrow the rows.
+                    let keys = if probed.first().is_some_and(|(_, n)| *n > PROBE_LIMIT) {
+                        probed.len()
+                    } else {
+                        MAX_KEY_TRIGRAMS
+                    };
+                    let all = fts_all_of(probed.iter().take(keys).map(|(t, _)| t.as_str()));
                     Plan {
                         filter: SQLITE_CONTAINS,
                         binds: vec![needle.clone()],
@@ -662,7 +670,7 @@ impl Store {
         })
     }
 
-    /// SQLite: how many rows hold each trigram (up to `CANDIDATE_LIMIT + 1`), those counted
+    /// SQLite: how many rows hold each trigram (up to `PROBE_LIMIT + 1`), those counted
     /// before under `version` from memory, the others from the index. Kept by their lower
     /// case (the index folds case); looked up as given (each still exactly one trigram).
     async fn probe_cached(
@@ -904,13 +912,13 @@ fn page_of(
     }
 }
 
-/// How many rows hold each trigram, counted up to `CANDIDATE_LIMIT + 1`, in one statement.
+/// How many rows hold each trigram, counted up to `PROBE_LIMIT + 1`, in one statement.
 async fn probe_sqlite(p: &sqlx::SqlitePool, trigrams: &[String]) -> Result<Vec<(String, i64)>> {
     let columns: Vec<String> = (1..=trigrams.len())
         .map(|i| {
             format!(
                 "(SELECT count(*) FROM (SELECT 1 FROM assets_search WHERE assets_search MATCH ${i} LIMIT {}))",
-                CANDIDATE_LIMIT + 1
+                PROBE_LIMIT + 1
             )
         })
         .collect();
