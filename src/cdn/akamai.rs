@@ -675,35 +675,18 @@ impl AkamaiPurge {
     /// Sends the tags that follow Akamai's rules; a tag that does not (stored before the
     /// rules were checked, or by another provider's) fails alone, with the reason.
     async fn purge_tags(&self, tags: &[String]) -> PurgeResult {
-        let rules = AkamaiKind.tag_rules();
-        let refusals: Vec<Option<String>> = tags.iter().map(|t| rules.check(t).err()).collect();
-        let valid: Vec<&str> = tags
-            .iter()
-            .zip(&refusals)
-            .filter(|(_, refusal)| refusal.is_none())
-            .map(|(tag, _)| tag.as_str())
-            .collect();
-        let (sent, receipt) = if valid.is_empty() {
-            (None, None)
-        } else {
-            let body = objects_body(&valid);
+        super::purge_following_rules(tags, &AkamaiKind.tag_rules(), "tag", |valid| async move {
             let (attempt, receipt) = self
-                .send(&self.tag_endpoint, Objects::Tags, body, valid.len())
+                .send(
+                    &self.tag_endpoint,
+                    Objects::Tags,
+                    objects_body(&valid),
+                    valid.len(),
+                )
                 .await;
-            (Some(attempt), receipt)
-        };
-        let attempts = tags
-            .iter()
-            .zip(refusals)
-            .map(|(tag, refusal)| match (refusal, &sent) {
-                (None, Some(attempt)) => attempt.clone(),
-                (refusal, _) => Attempt::Fail {
-                    http_status: None,
-                    reason: format!("not sent: tag \"{tag}\" {}", refusal.unwrap_or_default()),
-                },
-            })
-            .collect();
-        PurgeResult { attempts, receipt }
+            PurgeResult::all(valid.len(), attempt, receipt)
+        })
+        .await
     }
 }
 

@@ -561,16 +561,7 @@ impl Fastly {
     /// not fails alone, with the reason.
     async fn purge_keys(&self, keys: &[String]) -> PurgeResult {
         let rules = FastlyKind.tag_rules();
-        let refusals: Vec<Option<String>> = keys.iter().map(|k| rules.check(k).err()).collect();
-        let valid: Vec<&str> = keys
-            .iter()
-            .zip(&refusals)
-            .filter(|(_, refusal)| refusal.is_none())
-            .map(|(key, _)| key.as_str())
-            .collect();
-        let sent = if valid.is_empty() {
-            PurgeResult::default()
-        } else {
+        super::purge_following_rules(keys, &rules, "surrogate key", |valid| async move {
             let body = serde_json::to_vec(&serde_json::json!({ "surrogate_keys": valid }))
                 .expect("strings serialise");
             match self.service_endpoint("purge") {
@@ -580,30 +571,8 @@ impl Fastly {
                     Err(attempt) => PurgeResult::all(valid.len(), attempt, None),
                 },
             }
-        };
-        let mut answers = sent.attempts.into_iter();
-        let attempts = keys
-            .iter()
-            .zip(refusals)
-            .map(|(key, refusal)| {
-                let answer = if refusal.is_none() {
-                    answers.next()
-                } else {
-                    None
-                };
-                answer.unwrap_or_else(|| Attempt::Fail {
-                    http_status: None,
-                    reason: format!(
-                        "not sent: surrogate key \"{key}\" {}",
-                        refusal.unwrap_or_default()
-                    ),
-                })
-            })
-            .collect();
-        PurgeResult {
-            attempts,
-            receipt: sent.receipt,
-        }
+        })
+        .await
     }
 
     /// `purge_all` once for every site of the batch: it clears the whole service. Never soft:

@@ -149,6 +149,53 @@ pub fn unsupported(batch: &Batch, who: &str) -> PurgeResult {
     )
 }
 
+/// Purges the tags that follow `rules` by `send`, which gets only those (in order) and answers
+/// one attempt for each; every other tag (stored before the rules were checked, or under
+/// another provider's) fails alone with the reason, naming it as a `noun` ("tag").
+pub async fn purge_following_rules<'a, F, Fut>(
+    tags: &'a [String],
+    rules: &TagRules,
+    noun: &str,
+    send: F,
+) -> PurgeResult
+where
+    F: FnOnce(Vec<&'a str>) -> Fut,
+    Fut: Future<Output = PurgeResult>,
+{
+    let refusals: Vec<Option<String>> = tags.iter().map(|t| rules.check(t).err()).collect();
+    let valid: Vec<&str> = tags
+        .iter()
+        .zip(&refusals)
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(tag, _)| tag.as_str())
+        .collect();
+    let sent = if valid.is_empty() {
+        PurgeResult::default()
+    } else {
+        send(valid).await
+    };
+    let mut answers = sent.attempts.into_iter();
+    let attempts = tags
+        .iter()
+        .zip(refusals)
+        .map(|(tag, refusal)| {
+            let answer = if refusal.is_none() {
+                answers.next()
+            } else {
+                None
+            };
+            answer.unwrap_or_else(|| Attempt::Fail {
+                http_status: None,
+                reason: format!("not sent: {noun} \"{tag}\" {}", refusal.unwrap_or_default()),
+            })
+        })
+        .collect();
+    PurgeResult {
+        attempts,
+        receipt: sent.receipt,
+    }
+}
+
 /// Where a purge that finishes later stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poll {
@@ -656,6 +703,59 @@ pub(crate) fn describe_error(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_tags_that_follow_the_rules_are_sent_the_others_fail_alone() {
+        let tags: Vec<String> = ["a", "has space", "b", "c,d"].map(String::from).into();
+        let rules = TagRules::header_list("Test", 16);
+        let mut seen = Vec::new();
+        let result = purge_following_rules(&tags, &rules, "tag", |valid| {
+            seen = valid.iter().map(|t| t.to_string()).collect();
+            let attempts = valid
+                .iter()
+                .map(|t| Attempt::Done {
+                    http_status: Some(200),
+                    note: Some(t.to_string()),
+                })
+                .collect();
+            async move {
+                PurgeResult {
+                    attempts,
+                    receipt: None,
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, ["a", "b"]);
+        let described: Vec<String> = result
+            .attempts
+            .iter()
+            .map(|a| match a {
+                Attempt::Done { note, .. } => format!("done {}", note.as_deref().unwrap_or("")),
+                Attempt::Fail { reason, .. } => reason.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(described[0], "done a");
+        assert!(
+            described[1].starts_with("not sent: tag \"has space\" "),
+            "{}",
+            described[1]
+        );
+        assert_eq!(described[2], "done b");
+        assert!(
+            described[3].starts_with("not sent: tag \"c,d\" "),
+            "{}",
+            described[3]
+        );
+        // Nothing to send: no request at all.
+        let bad = vec!["x y".to_string()];
+        let result = purge_following_rules(&bad, &rules, "tag", |_| async {
+            panic!("nothing follows the rules, nothing is sent")
+        })
+        .await;
+        assert_eq!(result.attempts.len(), 1);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_honours_retry_after() {
