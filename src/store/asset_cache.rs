@@ -59,6 +59,13 @@ struct State {
     samples: Option<(Samples, Instant)>,
 }
 
+impl State {
+    /// Whether what is kept was read under `version`.
+    fn is_at(&self, version: i64) -> bool {
+        self.version.map(|(v, _)| v) == Some(version)
+    }
+}
+
 impl Default for AssetPageCache {
     fn default() -> Self {
         Self {
@@ -94,7 +101,7 @@ impl AssetPageCache {
     /// Records the version just read at `now`; a new one drops every page.
     pub fn set_version(&self, version: i64, now: Instant) {
         let mut state = self.state();
-        if state.version.map(|(v, _)| v) != Some(version) {
+        if !state.is_at(version) {
             state.pages.clear();
             state.trigrams.clear();
         }
@@ -104,7 +111,7 @@ impl AssetPageCache {
     /// The page for `query` read under `version`.
     pub fn get(&self, version: i64, query: &PageQuery) -> Option<AssetPage> {
         let mut state = self.state();
-        if state.version.map(|(v, _)| v) != Some(version) {
+        if !state.is_at(version) {
             return None;
         }
         state.pages.get(query).cloned()
@@ -113,7 +120,7 @@ impl AssetPageCache {
     /// Keeps `page`, read under `version`, unless the version has moved on since.
     pub fn put(&self, version: i64, query: PageQuery, page: AssetPage) {
         let mut state = self.state();
-        if state.version.map(|(v, _)| v) == Some(version) {
+        if state.is_at(version) {
             state.pages.put(query, page);
         }
     }
@@ -129,7 +136,7 @@ impl AssetPageCache {
     /// The counts known under `version` of these trigrams (lower case), in their order.
     pub fn trigram_counts(&self, version: i64, trigrams: &[String]) -> Vec<Option<i64>> {
         let mut state = self.state();
-        if state.version.map(|(v, _)| v) != Some(version) {
+        if !state.is_at(version) {
             return vec![None; trigrams.len()];
         }
         trigrams
@@ -141,7 +148,7 @@ impl AssetPageCache {
     /// Keeps trigram counts made under `version`, unless the version has moved on since.
     pub fn put_trigram_counts(&self, version: i64, counts: &[(String, i64)]) {
         let mut state = self.state();
-        if state.version.map(|(v, _)| v) == Some(version) {
+        if state.is_at(version) {
             for (t, n) in counts {
                 state.trigrams.put(t.clone(), *n);
             }

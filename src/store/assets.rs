@@ -369,6 +369,17 @@ const POSTGRES_CONTAINS_ALL: &str =
 const POSTGRES_CONTAINS: &str =
     "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
 
+/// What a page's statement counts besides reading the page.
+#[derive(Debug, Clone, Copy)]
+enum PageCount {
+    No,
+    /// Every match.
+    All,
+    /// The first matches found, up to this many: the page is right only when they are all
+    /// of them (fewer than the bound); otherwise it was read among those found first.
+    UpTo(i64),
+}
+
 #[derive(sqlx::FromRow)]
 struct ListedAsset {
     #[sqlx(flatten)]
@@ -470,8 +481,7 @@ impl Store {
                         sort,
                         start,
                         limit,
-                        true,
-                        Some(COUNT_LIMIT + 1),
+                        PageCount::UpTo(COUNT_LIMIT + 1),
                     )
                     .await?;
                 let count = match rows.first().and_then(|r| r.matches) {
@@ -738,33 +748,36 @@ impl Store {
         start: &PageStart,
         limit: i64,
     ) -> Result<(Vec<ListedAsset>, bool)> {
-        self.fetch_page_counted(plan, sort, start, limit, plan.count_in_page, None)
+        let count = if plan.count_in_page {
+            PageCount::All
+        } else {
+            PageCount::No
+        };
+        self.fetch_page_counted(plan, sort, start, limit, count)
             .await
     }
 
-    /// [`Store::fetch_page`], the page's statement counting the matches when `counted`: all
-    /// of them, or only up to `bound` (the count then says whether the page is right: with
-    /// more matches than the bound, the page was read among the first found only).
+    /// [`Store::fetch_page`], the page's statement counting the matches as `count` says.
     async fn fetch_page_counted(
         &self,
         plan: &Plan,
         sort: AssetSort,
         start: &PageStart,
         limit: i64,
-        counted: bool,
-        bound: Option<i64>,
+        count: PageCount,
     ) -> Result<(Vec<ListedAsset>, bool)> {
         let (key, backwards, order, keyset) = page_bounds(sort, start, plan.binds.len() + 1);
         let (from, filter, with) = (plan.from, plan.filter, with_clause(plan));
-        let sql = if counted {
+        let matches = match count {
+            PageCount::No => None,
+            PageCount::All => Some(format!("{from} WHERE {filter}")),
+            PageCount::UpTo(bound) => Some(format!(
+                "(SELECT a.* FROM {from} WHERE {filter} LIMIT {bound}) AS a"
+            )),
+        };
+        let sql = if let Some(matches) = matches {
             // The count is taken over every match (up to the bound), before the page's start
             // and size.
-            let matches = match bound {
-                Some(bound) => {
-                    format!("(SELECT a.* FROM {from} WHERE {filter} LIMIT {bound}) AS a")
-                }
-                None => format!("{from} WHERE {filter}"),
-            };
             format!(
                 "{with}SELECT {COLUMNS}, a.matches FROM (
                    SELECT a.*, count(*) OVER () AS matches FROM {matches}
