@@ -64,6 +64,12 @@ impl State {
     fn is_at(&self, version: i64) -> bool {
         self.version.map(|(v, _)| v) == Some(version)
     }
+
+    /// Drops what was read under the version: pages and trigram counts.
+    fn drop_kept(&mut self) {
+        self.pages.clear();
+        self.trigrams.clear();
+    }
 }
 
 impl Default for AssetPageCache {
@@ -84,8 +90,7 @@ impl AssetPageCache {
         // A panic while holding the lock leaves nothing half-done worth keeping.
         self.state.lock().unwrap_or_else(|poisoned| {
             let mut state = poisoned.into_inner();
-            state.pages.clear();
-            state.trigrams.clear();
+            state.drop_kept();
             state
         })
     }
@@ -102,8 +107,7 @@ impl AssetPageCache {
     pub fn set_version(&self, version: i64, now: Instant) {
         let mut state = self.state();
         if !state.is_at(version) {
-            state.pages.clear();
-            state.trigrams.clear();
+            state.drop_kept();
         }
         state.version = Some((version, now));
     }
@@ -128,8 +132,7 @@ impl AssetPageCache {
     /// This instance changed the catalogue: drop every page and read the version again.
     pub fn forget(&self) {
         let mut state = self.state();
-        state.pages.clear();
-        state.trigrams.clear();
+        state.drop_kept();
         state.version = None;
     }
 
