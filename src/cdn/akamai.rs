@@ -583,15 +583,11 @@ impl AkamaiPurge {
         n: usize,
     ) -> (Attempt, Option<Receipt>) {
         let hold = self.pacer.acquire(objects, n).await;
-        let sent = Instant::now();
         let response = self.post(endpoint, body).await;
         // Answered (or failed): the request has reached Akamai's buckets, or never will.
         drop(hold);
         let response = match response {
-            Ok(r) => {
-                self.pacer.answered_after(sent.elapsed());
-                r
-            }
+            Ok(r) => r,
             Err(e) => {
                 let attempt = Attempt::Retry {
                     http_status: None,
@@ -804,33 +800,42 @@ impl Rates {
     }
 }
 
-/// Transit time of a request the pacer allows for (see [`Buckets::wait_for`]) until it has
-/// measured the API's round trips; then it allows for the measured round trip, within these bounds.
-const LATENCY_ALLOWANCE: Duration = Duration::from_millis(100);
-const LATENCY_FLOOR: Duration = Duration::from_millis(2);
-
-/// Requests in flight that took tokens from a bucket at (or within [`LATENCY_ALLOWANCE`] of
-/// refill of) its cap, per bucket. Akamai's copy of such a bucket sits full, not refilling,
-/// until the request arrives, so the client's copy does not refill until it is answered:
-/// counting from the moment it sent, the client would run ahead by the transit time's worth
-/// of tokens, and the first requests of a burst (opening connections, waiting their turn to
-/// be written) have the longest transit of all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Holds {
-    requests: u32,
-    urls: u32,
-    tags: u32,
+/// The tokens one request in flight has reserved: one request, and `count` of `objects`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Taken {
+    objects: Objects,
+    count: f64,
 }
 
-/// The client's view of the three buckets.
+/// The client's view of the three buckets, kept so that it never counts more tokens than
+/// Akamai's own buckets hold, whenever Akamai's copy takes a request's tokens.
+///
+/// Akamai takes a request's tokens when it arrives, some time between our sending it and our
+/// reading its answer; a bucket refills only below its cap, so the later the tokens are
+/// taken, the more refill a full bucket loses. Counting a request's tokens as taken at its
+/// answer (the latest it can be) is therefore the worst case for Akamai's level, and the
+/// client's level never runs ahead of it however long a request was in transit (a request
+/// taken from a full bucket and stuck 200 ms on a busy machine costs its 200 ms of refill
+/// here too). Until answered, a request's tokens are *reserved*: not yet out of the level,
+/// but not available to other requests either.
 #[derive(Debug, Clone)]
 struct Buckets {
     rates: Rates,
     requests: f64,
     urls: f64,
     tags: f64,
-    holds: Holds,
+    /// Tokens of requests sent and not yet answered: (requests, URLs, tags).
+    reserved: (f64, f64, f64),
     at: Instant,
+}
+
+/// What a request waiting for tokens waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wait {
+    /// Refill: the tokens are there after this long (zero: now).
+    For(Duration),
+    /// An answer: the bucket is full and the requests in flight have reserved too much of it.
+    Answer,
 }
 
 impl Buckets {
@@ -840,12 +845,12 @@ impl Buckets {
             requests: rates.request_burst,
             urls: rates.url_burst,
             tags: rates.tag_burst,
-            holds: Holds::default(),
+            reserved: (0.0, 0.0, 0.0),
             at: now,
         }
     }
 
-    /// The tokens left in the bucket of `objects`.
+    /// The level of the bucket of `objects` (reserved tokens included).
     fn left(&self, objects: Objects) -> f64 {
         match objects {
             Objects::Urls => self.urls,
@@ -860,81 +865,91 @@ impl Buckets {
         }
     }
 
-    /// Adds what refilled since the last call, except to held buckets (see [`Holds`]).
+    /// The tokens of `objects` reserved by requests in flight.
+    fn reserved(&self, objects: Objects) -> f64 {
+        match objects {
+            Objects::Urls => self.reserved.1,
+            Objects::Tags => self.reserved.2,
+        }
+    }
+
+    /// Tokens free for a new request: (requests, `objects`).
+    fn available(&self, objects: Objects) -> (f64, f64) {
+        (
+            self.requests - self.reserved.0,
+            self.left(objects) - self.reserved(objects),
+        )
+    }
+
+    /// Adds what refilled since the last call, up to each bucket's cap.
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        let (rates, holds) = (self.rates, self.holds);
-        if holds.requests == 0 {
-            self.requests =
-                (self.requests + dt * rates.requests_per_second).min(rates.request_burst);
-        }
-        if holds.urls == 0 {
-            self.urls = (self.urls + dt * rates.urls_per_second).min(rates.url_burst);
-        }
-        if holds.tags == 0 {
-            self.tags = (self.tags + dt * rates.tags_per_second).min(rates.tag_burst);
-        }
+        let rates = self.rates;
+        self.requests = (self.requests + dt * rates.requests_per_second).min(rates.request_burst);
+        self.urls = (self.urls + dt * rates.urls_per_second).min(rates.url_burst);
+        self.tags = (self.tags + dt * rates.tags_per_second).min(rates.tag_burst);
         self.at = now;
     }
 
-    /// How long until one request for `count` of `objects` fits (zero: now), keeping a margin
-    /// of `transit` worth of refill: Akamai takes the tokens when the request arrives, and
-    /// while its bucket sits full it does not refill, so a client counting from the moment it
-    /// sent would run ahead by the transit time's worth of tokens and be refused.
-    fn wait_for(&self, objects: Objects, count: f64, transit: Duration) -> Duration {
-        let margin = transit.as_secs_f64();
+    /// How long until one request for `count` of `objects` fits (after a
+    /// [`Buckets::refill`] to now).
+    fn wait_for(&self, objects: Objects, count: f64) -> Wait {
         let (burst, per_second) = self.rates.objects(objects);
-        let have = self.left(objects);
-        let need = (count + margin * per_second).min(burst);
-        let requests =
-            (1.0 + margin * self.rates.requests_per_second).min(self.rates.request_burst);
-        let deficit = |have: f64, need: f64, rate: f64| {
-            if have + 1e-9 >= need {
-                0.0
+        let wait = |level: f64, reserved: f64, need: f64, cap: f64, rate: f64| {
+            if level - reserved + 1e-9 >= need {
+                Some(0.0)
+            } else if cap - reserved + 1e-9 < need {
+                None
             } else {
-                (need - have) / rate
+                Some((need + reserved - level) / rate)
             }
         };
-        let secs = deficit(self.requests, requests, self.rates.requests_per_second)
-            .max(deficit(have, need, per_second));
-        Duration::from_secs_f64(secs)
+        let requests = wait(
+            self.requests,
+            self.reserved.0,
+            1.0,
+            self.rates.request_burst,
+            self.rates.requests_per_second,
+        );
+        let objects = wait(
+            self.left(objects),
+            self.reserved(objects),
+            count.min(burst),
+            burst,
+            per_second,
+        );
+        match (requests, objects) {
+            (Some(a), Some(b)) => Wait::For(Duration::from_secs_f64(a.max(b))),
+            _ => Wait::Answer,
+        }
     }
 
-    /// Takes the tokens of one request (after a [`Buckets::refill`] to now), and returns the
-    /// buckets it holds until answered.
-    fn take(&mut self, objects: Objects, count: f64) -> Holds {
-        let near_cap = |left: f64, burst: f64, rate: f64| {
-            left + rate * LATENCY_ALLOWANCE.as_secs_f64() >= burst
+    /// Reserves the tokens of one request until it is answered (see [`Buckets::answered`]).
+    fn take(&mut self, objects: Objects, count: f64) -> Taken {
+        let (burst, _) = self.rates.objects(objects);
+        let taken = Taken {
+            objects,
+            count: count.min(burst),
         };
-        let rates = self.rates;
-        let (burst, rate) = rates.objects(objects);
-        let objects_held = u32::from(near_cap(self.left(objects), burst, rate));
-        // Only the tag bucket is held: URLs and requests keep the margin of one round trip
-        // of refill (see [`Buckets::wait_for`]), which held URL pacing within 2.5 % of the
-        // buckets' rate at ×50; holding them as well cost another 2.3 % (BENCHMARKS.md).
-        let hold = Holds {
-            requests: 0,
-            urls: 0,
-            tags: if objects == Objects::Tags {
-                objects_held
-            } else {
-                0
-            },
-        };
-        self.requests -= 1.0;
-        *self.left_mut(objects) -= count.min(burst);
-        self.holds.requests += hold.requests;
-        self.holds.urls += hold.urls;
-        self.holds.tags += hold.tags;
-        hold
+        self.reserved.0 += 1.0;
+        match objects {
+            Objects::Urls => self.reserved.1 += taken.count,
+            Objects::Tags => self.reserved.2 += taken.count,
+        }
+        taken
     }
 
-    /// The request that took `hold` was answered at `now`: its buckets refill from now on.
-    fn release(&mut self, now: Instant, hold: Holds) {
+    /// The request that reserved `taken` was answered (or failed) at `now`: its tokens leave
+    /// the buckets now, the latest moment Akamai can have taken them.
+    fn answered(&mut self, now: Instant, taken: Taken) {
         self.refill(now);
-        self.holds.requests -= hold.requests;
-        self.holds.urls -= hold.urls;
-        self.holds.tags -= hold.tags;
+        self.reserved.0 -= 1.0;
+        self.requests -= 1.0;
+        match taken.objects {
+            Objects::Urls => self.reserved.1 -= taken.count,
+            Objects::Tags => self.reserved.2 -= taken.count,
+        }
+        *self.left_mut(taken.objects) -= taken.count;
     }
 
     /// Akamai says fewer tokens are left than we thought (other clients share the account);
@@ -957,19 +972,20 @@ impl Buckets {
 struct Pacer {
     rates: Rates,
     buckets: Mutex<Buckets>,
-    /// The allowance for transit: [`LATENCY_ALLOWANCE`] until round trips are measured, then
-    /// a moving average of them (a round trip is longer than the way there).
-    transit: Mutex<Duration>,
+    /// Woken when a request is answered: its reserved tokens may be what a waiting request
+    /// needs.
+    answered: tokio::sync::Notify,
     /// Requests take tokens in arrival order (tokio's mutex is fair).
     turn: tokio::sync::Mutex<()>,
 }
 
 impl Pacer {
-    /// The tokens (requests, `objects`) this pacer counts in the buckets at `now`.
+    /// The tokens (requests, `objects`) this pacer counts free in the buckets at `now`.
     fn level(&self, now: Instant, objects: Objects) -> (f64, f64) {
         let mut buckets = self.buckets.lock().expect("pacer lock");
         buckets.refill(now);
-        (buckets.requests.max(0.0), buckets.left(objects).max(0.0))
+        let (requests, left) = buckets.available(objects);
+        (requests.max(0.0), left.max(0.0))
     }
 
     fn shared(base: &str, rates: Rates) -> Arc<Self> {
@@ -987,39 +1003,42 @@ impl Pacer {
                 Arc::new(Pacer {
                     rates,
                     buckets: Mutex::new(Buckets::full(rates, Instant::now())),
-                    transit: Mutex::new(LATENCY_ALLOWANCE),
+                    answered: tokio::sync::Notify::new(),
                     turn: tokio::sync::Mutex::new(()),
                 })
             })
             .clone()
     }
 
-    /// Returns once the buckets hold a request token and `count` tokens of `objects` (with
-    /// the transit margin), having taken them; drop what it returns once the request is
-    /// answered.
+    /// Returns once the buckets hold a request token and `count` tokens of `objects`, having
+    /// reserved them; drop what it returns once the request is answered.
     async fn acquire(&self, objects: Objects, count: usize) -> Hold<'_> {
         let _turn = self.turn.lock().await;
         loop {
-            let transit = *self.transit.lock().expect("pacer lock");
+            // Listening before looking, so an answer between the two is not missed.
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
             let wait = {
                 let mut b = self.buckets.lock().expect("pacer lock");
                 b.refill(Instant::now());
-                let wait = b.wait_for(objects, count as f64, transit);
-                if wait.is_zero() {
-                    let holds = b.take(objects, count as f64);
-                    return Hold { pacer: self, holds };
+                let wait = b.wait_for(objects, count as f64);
+                if wait == Wait::For(Duration::ZERO) {
+                    let taken = b.take(objects, count as f64);
+                    return Hold { pacer: self, taken };
                 }
                 wait
             };
-            tokio::time::sleep(wait).await;
+            match wait {
+                Wait::For(d) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(d) => {}
+                        () = &mut answered => {}
+                    }
+                }
+                Wait::Answer => answered.await,
+            }
         }
-    }
-
-    /// Learns the API's round trip from one answered request.
-    fn answered_after(&self, round_trip: Duration) {
-        let mut transit = self.transit.lock().expect("pacer lock");
-        let averaged = transit.mul_f64(0.8) + round_trip.mul_f64(0.2);
-        *transit = averaged.clamp(LATENCY_FLOOR, LATENCY_ALLOWANCE);
     }
 
     fn refused(&self, objects: Objects, rate: &RateHeaders) {
@@ -1030,18 +1049,19 @@ impl Pacer {
     }
 }
 
-/// The buckets one request in flight holds (see [`Holds`]), released when dropped: also when
-/// the request's future is dropped unanswered.
+/// The tokens one request in flight has reserved, taken out of the buckets when dropped: once
+/// the request is answered, or when its future is dropped unanswered.
 struct Hold<'a> {
     pacer: &'a Pacer,
-    holds: Holds,
+    taken: Taken,
 }
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         if let Ok(mut buckets) = self.pacer.buckets.lock() {
-            buckets.release(Instant::now(), self.holds);
+            buckets.answered(Instant::now(), self.taken);
         }
+        self.pacer.answered.notify_waiters();
     }
 }
 
@@ -1327,28 +1347,29 @@ mod tests {
     #[test]
     fn buckets_burst_then_refill_at_the_documented_rates() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         let mut b = Buckets::full(Rates::documented(), t0);
-        let transit = LATENCY_ALLOWANCE;
-        assert_eq!(b.wait_for(Objects::Urls, 10_000.0, transit), Duration::ZERO);
-        let hold = b.take(Objects::Urls, 10_000.0);
-        b.release(t0, hold);
-        // 1,000 more URLs need 5 s at 200/s, plus 0.1 s of margin for transit.
-        assert_close(b.wait_for(Objects::Urls, 1_000.0, transit), 5.1);
-        // A measured 10 ms round trip shrinks the margin.
-        assert_close(
-            b.wait_for(Objects::Urls, 1_000.0, Duration::from_millis(10)),
-            5.01,
+        assert_eq!(
+            b.wait_for(Objects::Urls, 10_000.0),
+            Wait::For(Duration::ZERO)
         );
-        b.refill(t0 + Duration::from_millis(5_100));
-        assert_eq!(b.wait_for(Objects::Urls, 1_000.0, transit), Duration::ZERO);
-        // 100 requests in a burst (less the 5-token margin), then 50/s.
+        let taken = b.take(Objects::Urls, 10_000.0);
+        b.answered(t0, taken);
+        // 1,000 more URLs need 5 s at 200/s.
+        assert_eq!(b.wait_for(Objects::Urls, 1_000.0), Wait::For(ms(5_000)));
+        b.refill(t0 + ms(5_000));
+        assert_eq!(
+            b.wait_for(Objects::Urls, 1_000.0),
+            Wait::For(Duration::ZERO)
+        );
+        // 100 requests in a burst, then 50/s.
         let mut b = Buckets::full(Rates::documented(), t0);
-        for _ in 0..95 {
-            assert_eq!(b.wait_for(Objects::Urls, 1.0, transit), Duration::ZERO);
-            let hold = b.take(Objects::Urls, 1.0);
-            b.release(t0, hold);
+        for _ in 0..100 {
+            assert_eq!(b.wait_for(Objects::Urls, 1.0), Wait::For(Duration::ZERO));
+            let taken = b.take(Objects::Urls, 1.0);
+            b.answered(t0, taken);
         }
-        assert_close(b.wait_for(Objects::Urls, 1.0, transit), 0.02);
+        assert_eq!(b.wait_for(Objects::Urls, 1.0), Wait::For(ms(20)));
         // A 429's headers lower what we think is left; they never raise it.
         let mut b = Buckets::full(Rates::documented().scaled(10.0), t0);
         let rate = RateHeaders {
@@ -1359,31 +1380,36 @@ mod tests {
         b.sync(t0, Objects::Urls, &rate);
         assert_eq!(b.urls, 0.0);
         assert_eq!(b.requests, 100.0);
-        assert_close(b.wait_for(Objects::Urls, 2_000.0, transit), 1.1);
+        assert_eq!(b.wait_for(Objects::Urls, 2_000.0), Wait::For(ms(1_000)));
         assert_eq!(b.tags, 5_000.0, "a URL 429 says nothing of the tag bucket");
     }
 
     #[test]
     fn tags_have_their_own_bucket_and_share_the_requests_one() {
         let t0 = Instant::now();
-        let transit = LATENCY_ALLOWANCE;
         let mut b = Buckets::full(Rates::documented(), t0);
         // 5,000 in a burst, URLs untouched.
-        assert_eq!(b.wait_for(Objects::Tags, 5_000.0, transit), Duration::ZERO);
-        let hold = b.take(Objects::Tags, 5_000.0);
-        b.release(t0, hold);
+        assert_eq!(
+            b.wait_for(Objects::Tags, 5_000.0),
+            Wait::For(Duration::ZERO)
+        );
+        let taken = b.take(Objects::Tags, 5_000.0);
+        b.answered(t0, taken);
         assert_eq!(b.urls, 10_000.0);
-        assert_eq!(b.wait_for(Objects::Urls, 500.0, transit), Duration::ZERO);
-        // Then 500/min: 381 tags need 45.72 s, plus 0.1 s of transit margin.
-        assert_close(b.wait_for(Objects::Tags, 381.0, transit), 45.82);
+        assert_eq!(b.wait_for(Objects::Urls, 500.0), Wait::For(Duration::ZERO));
+        // Then 500/min: 381 tags need 45.72 s.
+        let Wait::For(wait) = b.wait_for(Objects::Tags, 381.0) else {
+            panic!("refill is enough")
+        };
+        assert_close(wait, 45.72);
         b.refill(t0 + Duration::from_secs(60));
         assert_close_f(b.tags, 500.0);
         // The requests bucket is shared: a request of either kind takes a request token.
         let now = t0 + Duration::from_secs(60);
-        let hold = b.take(Objects::Tags, 1.0);
-        b.release(now, hold);
-        let hold = b.take(Objects::Urls, 1.0);
-        b.release(now, hold);
+        let taken = b.take(Objects::Tags, 1.0);
+        b.answered(now, taken);
+        let taken = b.take(Objects::Urls, 1.0);
+        b.answered(now, taken);
         assert_close_f(b.requests, 98.0);
         // A tag 429 lowers the tag bucket only.
         let rate = RateHeaders {
@@ -1400,40 +1426,43 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_bucket_taken_from_full_refills_only_once_the_request_is_answered() {
+    fn tokens_leave_the_buckets_when_answered_so_a_full_bucket_loses_the_transit_time() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut b = Buckets::full(Rates::documented(), t0);
-        // Akamai's bucket sits full until the request arrives: ours waits for the answer.
-        let first = b.take(Objects::Tags, 381.0);
+        // Taken from full buckets: reserved, so no other request can have them…
+        let first = b.take(Objects::Urls, 6_000.0);
         assert_eq!(
-            first,
-            Holds {
-                requests: 0,
-                urls: 0,
-                tags: 1
-            }
+            b.wait_for(Objects::Urls, 4_000.0),
+            Wait::For(Duration::ZERO)
         );
-        // A second request, taken below the cap, holds nothing more.
-        let second = b.take(Objects::Tags, 381.0);
-        assert_eq!(second.tags, 0);
-        b.refill(t0 + Duration::from_secs(6));
-        assert_close_f(b.tags, 5_000.0 - 762.0);
-        b.release(t0 + Duration::from_secs(6), first);
-        b.release(t0 + Duration::from_secs(6), second);
-        // From the answer on, 500/min again.
-        b.refill(t0 + Duration::from_secs(12));
-        assert_close_f(b.tags, 5_000.0 - 762.0 + 50.0);
-        // URLs are never held (they keep the margin of one round trip of refill), nor is a
-        // request taken well below the cap: Akamai's bucket refills meanwhile.
+        let second = b.take(Objects::Urls, 4_000.0);
+        // …and while both are in flight the full bucket cannot make room by refill: the next
+        // request waits for an answer, not for a time.
+        b.refill(t0 + ms(400));
+        assert_eq!(b.wait_for(Objects::Urls, 1.0), Wait::Answer);
+        assert_eq!(
+            b.urls, 10_000.0,
+            "a full bucket stays full while Akamai's may be"
+        );
+        // Answered 400 ms later: Akamai's bucket sat full until they arrived, so ours counts
+        // no refill for the transit time and refills from the answer on.
+        b.answered(t0 + ms(400), first);
+        b.answered(t0 + ms(400), second);
+        assert_close_f(b.urls, 0.0);
+        assert_eq!(b.wait_for(Objects::Urls, 200.0), Wait::For(ms(1_000)));
+        // Below the cap, the transit time costs nothing: the bucket refills meanwhile.
+        b.refill(t0 + ms(1_400));
+        let third = b.take(Objects::Urls, 100.0);
+        assert_close_f(b.available(Objects::Urls).1, 100.0);
+        b.answered(t0 + ms(1_900), third);
+        assert_close_f(b.urls, 200.0);
+        // The requests bucket likewise: 100 requests in flight from full leave nothing free.
         let mut b = Buckets::full(Rates::documented(), t0);
-        let hold = b.take(Objects::Urls, 5_000.0);
-        assert_eq!(hold, Holds::default());
-        b.release(t0 + ms(1), hold);
-        let hold = b.take(Objects::Urls, 1_000.0);
-        assert_eq!(hold.urls, 0);
-        b.refill(t0 + ms(1_001));
-        assert_close_f(b.urls, 4_200.2);
+        let held: Vec<Taken> = (0..100).map(|_| b.take(Objects::Urls, 1.0)).collect();
+        assert_eq!(b.wait_for(Objects::Urls, 1.0), Wait::Answer);
+        b.answered(t0 + ms(1_000), held[0]);
+        assert_eq!(b.wait_for(Objects::Urls, 1.0), Wait::For(ms(20)));
     }
 
     #[tokio::test]
@@ -1450,5 +1479,29 @@ mod tests {
         }
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(99), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_reserved_tokens_goes_when_one_is_answered() {
+        let a = Pacer::shared("http://127.0.0.1:3/", Rates::documented());
+        let held: Vec<Hold<'_>> = hold_tokens(&a, 100).await;
+        let waiting = a.acquire(Objects::Urls, 1);
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
+        assert!(
+            early.is_err(),
+            "no token is free while 100 requests are in flight"
+        );
+        drop(held);
+        let went = tokio::time::timeout(Duration::from_secs(1), &mut waiting).await;
+        assert!(went.is_ok(), "the answers wake the waiting request");
+    }
+
+    async fn hold_tokens(pacer: &Pacer, n: usize) -> Vec<Hold<'_>> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(pacer.acquire(Objects::Urls, 1).await);
+        }
+        held
     }
 }

@@ -6,6 +6,7 @@ use crate::sim_akamai::{
     purge_through_worker,
 };
 use reqwest::StatusCode;
+use std::time::Duration;
 
 const SERVER: &str = "https://images.example.com";
 const HOST: &str = "akab-sim.luna.akamaiapis.net";
@@ -262,6 +263,57 @@ async fn bulk_purges_are_paced_within_the_token_buckets() {
     );
 }
 
+/// Akamai takes a request's tokens when it arrives, and a full bucket does not refill. On a
+/// busy machine the first requests of a burst (opening connections) are the slow ones: here
+/// the first 64 take 300 ms on the way there, the rest none. A client counting its tokens
+/// from the moment it sent (with a margin for an average transit) believes the 300 ms of
+/// refill Akamai's full bucket never had, and its next requests, arriving at once, are
+/// refused. Counting tokens as taken at the answer, the latest moment Akamai can take them,
+/// the pacer is never ahead: 300 requests of 12 long URLs (request bucket: 100 burst,
+/// 50/s), none refused.
+#[tokio::test]
+async fn requests_slow_to_arrive_never_outrun_akamais_request_bucket() {
+    let sim = AkamaiSim::start(1.0).await;
+    sim.set_slow_start(64, Duration::from_millis(300));
+    let pad = "x".repeat(3_850);
+    let urls: Vec<String> = (0..3_600)
+        .map(|i| format!("{SERVER}/is/image/Co/slow-{i:04}-{pad}"))
+        .collect();
+    let config = cdn_invalidator::cdn::PurgeConfig {
+        concurrency: 64,
+        ..Default::default()
+    };
+    let run = purge_rows_through_worker(
+        &sim,
+        cdn_invalidator::cdn::Scope::Urls,
+        urls,
+        "images.example.com",
+        1.0,
+        config,
+    )
+    .await;
+    assert_eq!((run.accepted, run.failed), (3_600, 0), "{run:?}");
+    let statuses: Vec<u16> = sim
+        .received()
+        .iter()
+        .filter(|r| r.path == "/ccu/v3/invalidate/url/production")
+        .map(|r| r.status)
+        .collect();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(refused, 0, "requests answered 429 of {}", statuses.len());
+    assert_eq!(
+        statuses.len(),
+        300,
+        "12 URLs a request, all accepted: {statuses:?}"
+    );
+    // 200 requests beyond the burst at 50/s, plus the refill the burst lost.
+    assert!(
+        run.elapsed >= Duration::from_millis(4_300),
+        "faster than the bucket allows: {:?}",
+        run.elapsed
+    );
+}
+
 /// Accepted is not cleared: Akamai's URLs stay *submitted* until its own `estimatedSeconds`
 /// have passed since acceptance, the page says when that is, and the invalidation's time is
 /// to that moment.
@@ -477,6 +529,7 @@ async fn twelve_thousand_tags_are_split_within_the_body_limit_and_paced_by_the_t
         tags.clone(),
         "images.example.com",
         scale,
+        cdn_invalidator::cdn::PurgeConfig::default(),
     )
     .await;
     assert_eq!((run.accepted, run.failed), (12_000, 0), "{run:?}");

@@ -74,6 +74,11 @@ struct State {
     estimated_seconds: u64,
     /// Added to every answer: a real API is a round trip across the internet away.
     latency: std::time::Duration,
+    /// The first `.0` requests to come in take `.1` more on the way there (a busy network
+    /// or machine while connections open), so their tokens are taken that much later.
+    slow_start: (usize, std::time::Duration),
+    /// Requests come in so far.
+    arrived: usize,
 }
 
 impl State {
@@ -249,6 +254,8 @@ impl AkamaiSim {
             tags_drained: false,
             estimated_seconds: 5,
             latency: std::time::Duration::ZERO,
+            slow_start: (0, std::time::Duration::ZERO),
+            arrived: 0,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -262,8 +269,14 @@ impl AkamaiSim {
                     async move {
                         // Half the round trip on the way there (tokens are taken on arrival),
                         // half on the way back.
-                        let half = state.lock().unwrap().latency / 2;
-                        tokio::time::sleep(half).await;
+                        let (half, there) = {
+                            let mut s = state.lock().unwrap();
+                            let half = s.latency / 2;
+                            let slow = s.arrived < s.slow_start.0;
+                            s.arrived += 1;
+                            (half, if slow { half + s.slow_start.1 } else { half })
+                        };
+                        tokio::time::sleep(there).await;
                         let answer = Self::answer(&state, &req, &body);
                         tokio::time::sleep(half).await;
                         answer
@@ -515,6 +528,12 @@ impl AkamaiSim {
         self.state.lock().unwrap().latency = latency;
     }
 
+    /// The first `requests` to come in from now on take `delay` more on the way there.
+    pub fn set_slow_start(&self, requests: usize, delay: std::time::Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.slow_start = (s.arrived + requests, delay);
+    }
+
     /// Another client on the account uses every URL token, and keeps doing so until our next
     /// purge request arrives (so that request is refused however long the app takes to send it).
     pub fn drain_url_tokens(&self) {
@@ -553,19 +572,21 @@ pub async fn purge_through_worker(sim: &AkamaiSim, urls: Vec<String>, scale: f64
         .host_str()
         .unwrap()
         .to_string();
-    purge_rows_through_worker(sim, Scope::Urls, urls, &publish_server, scale).await
+    let config = cdn_invalidator::cdn::PurgeConfig::default();
+    purge_rows_through_worker(sim, Scope::Urls, urls, &publish_server, scale, config).await
 }
 
 /// [`purge_through_worker`] for rows of any `scope` (cache tags: asset IDs), with
-/// `publish_server` as the settings' publish server.
+/// `publish_server` as the settings' publish server and the worker's `config`.
 pub async fn purge_rows_through_worker(
     sim: &AkamaiSim,
     scope: Scope,
     rows: Vec<String>,
     publish_server: &str,
     scale: f64,
+    config: cdn_invalidator::cdn::PurgeConfig,
 ) -> WorkerRun {
-    use cdn_invalidator::cdn::{ProviderSnapshot, PurgeConfig};
+    use cdn_invalidator::cdn::ProviderSnapshot;
     use cdn_invalidator::store::{NewInvalidation, ProviderChoice, Role, Store, UrlStatus};
     use cdn_invalidator::worker::Worker;
 
@@ -635,12 +656,7 @@ pub async fn purge_rows_through_worker(
         )
         .await
         .unwrap();
-    let worker = Worker::new(
-        store.clone(),
-        PurgeConfig::default(),
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .unwrap();
+    let worker = Worker::new(store.clone(), config, Arc::new(tokio::sync::Notify::new())).unwrap();
     let start = Instant::now();
     let (_, status) = worker
         .run_once()
