@@ -90,9 +90,10 @@ async fn run() {
          lost for good; the worker reads the invalidation's URLs as one JSON text (50,000 rows \
          one by one took 280 ms, 7 % of the ×50 minimum). Time-scaling the buckets also scales \
          how fast the worker must record outcomes: at ×50 it must keep up with 10,000 URLs/s, at \
-         Akamai's real 200 URLs/s the buckets are always the limit. The pacer keeps a margin of \
-         one measured round trip of refill (100 ms until it has measured one), since Akamai \
-         takes tokens on arrival.\n",
+         Akamai's real 200 URLs/s the buckets are always the limit. Akamai takes a request's \
+         tokens when it arrives, and a full bucket does not refill: the pacer counts them as \
+         taken when the answer comes, the latest they can be, so it is never ahead of Akamai's \
+         buckets however long a request is in transit.\n",
     );
     print!("{report}");
     report::write_section("## Akamai pacing", &report);

@@ -1,13 +1,14 @@
 //! The purge worker: takes queued invalidations, drives a provider, records each URL's outcome.
 
 use crate::cdn::{
-    self, Attempt, Batch, Context, Measured, Poll, ProviderSnapshot, PurgeConfig, Purger, Scope,
+    self, Attempt, Batch, BoxFuture, Context, Measured, Poll, ProviderSnapshot, PurgeConfig,
+    Purger, Scope,
 };
 use crate::domain::settings::Settings;
 use crate::domain::url_list::HostPolicy;
 use crate::store::{
-    ClaimedInvalidation, InvalidationStatus, InvalidationUrl, NewBatch, Store, UrlOutcome,
-    UrlStatus, now_millis,
+    ClaimedInvalidation, InvalidationStatus, InvalidationUrl, NewBatch, PendingPage, Store,
+    UrlOutcome, UrlStatus, now_millis,
 };
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures_util::StreamExt;
@@ -133,6 +134,9 @@ impl Recorder {
 
 /// A row to send and, unless it is a tag, its URL (a URL, a prefix, a site's root).
 type Item = (InvalidationUrl, Option<Url>);
+
+/// URLs read from the database at a time while sending (see [`Worker::send_all`]).
+const PAGE_OF_URLS: i64 = 2_000;
 
 /// What of a sent batch goes again: URLs to retry after `wait`, and URLs the cache never got
 /// to, at once.
@@ -433,7 +437,6 @@ impl Worker {
     /// Sends the URLs still to send of a claimed invalidation.
     async fn send(&self, claimed: &ClaimedInvalidation) -> anyhow::Result<()> {
         let id = claimed.id;
-        let pending = self.store.pending_urls(id).await?;
         // Settings may have changed since this was queued: purge only what is still allowed.
         let mut policy = Settings::parse(&self.store.load_settings().await?)
             .map(|s| s.host_policy())
@@ -459,7 +462,7 @@ impl Worker {
                     policy: &policy,
                     scope: claimed.scope,
                 };
-                let sent = self.purge_all(&run, pending).await;
+                let sent = self.purge_all(&run).await;
                 let timings = std::mem::take(&mut *run.timings.lock().expect("timings"));
                 // The first requests measure the provider when Test connection never did; later
                 // ones leave the measure alone, so history keeps correcting the same model.
@@ -575,22 +578,24 @@ impl Worker {
     /// stop others from being sent. Outcomes of requests without a provider receipt (HTTP
     /// PURGE) go to a [`Recorder`] that commits them in groups, so sending never waits for the
     /// database.
-    async fn purge_all(&self, run: &Run<'_>, pending: Vec<InvalidationUrl>) -> anyhow::Result<()> {
+    async fn purge_all(&self, run: &Run<'_>) -> anyhow::Result<()> {
         let recorder = Recorder::start(self.store.clone());
-        let sent = self.send_all(run, pending, &recorder).await;
+        let sent = self.send_all(run, &recorder).await;
         // Whatever happened, what was learnt is written before the run ends.
         let recorded = recorder.finish().await;
         sent.and(recorded)
     }
 
-    async fn send_all(
+    /// The URLs of `rows` that can be sent, parsed; the others are recorded failed with the
+    /// reason.
+    async fn sendable(
         &self,
         run: &Run<'_>,
-        pending: Vec<InvalidationUrl>,
+        rows: Vec<InvalidationUrl>,
         recorder: &Recorder,
-    ) -> anyhow::Result<()> {
-        let mut ready = Vec::new();
-        for url in pending {
+    ) -> anyhow::Result<Vec<Item>> {
+        let mut ready = Vec::with_capacity(rows.len());
+        for url in rows {
             // A tag is sent as it is; every other row is a URL (a prefix, a site's root).
             let parsed = if run.scope == Scope::Tags {
                 Ok(None)
@@ -625,7 +630,19 @@ impl Worker {
                 recorder.record(url.id, outcome).await?;
             }
         }
-        let mut queue: VecDeque<Vec<Item>> = batches(run.purger, run.scope, ready).into();
+        Ok(ready)
+    }
+
+    async fn send_all(&self, run: &Run<'_>, recorder: &Recorder) -> anyhow::Result<()> {
+        let mut queue: VecDeque<Vec<Item>> = VecDeque::new();
+        // The URLs are read a page at a time while requests are in flight: the first purge
+        // leaves once one page is read, not all 50,000 URLs (which took longer than two
+        // seconds' worth of Akamai's sped-up buckets). The last batch of a page waits for the
+        // next page, so pages do not cut batches short.
+        let mut carried: Vec<Item> = Vec::new();
+        let read = |after| self.store.pending_urls_page(run.id, after, PAGE_OF_URLS);
+        let mut reading: Option<BoxFuture<'_, crate::store::Result<PendingPage>>> =
+            Some(Box::pin(read(None)));
         // A provider with a cap on work in progress is fed one batch at a time.
         let concurrency = if run.purger.max_pending_for(run.scope).is_some() {
             1
@@ -650,7 +667,7 @@ impl Worker {
                 in_flight.push(self.send_batch(run, batch, recorder));
             }
             let next_due = waiting.keys().next().map(|(at, _)| *at);
-            if in_flight.is_empty() {
+            if in_flight.is_empty() && reading.is_none() {
                 match next_due {
                     None => return Ok(()),
                     Some(at) => {
@@ -671,6 +688,19 @@ impl Worker {
                             waiting.insert((due, sequence), batch);
                         }
                     }
+                }
+                page = async { reading.as_mut().expect("a page is being read").await },
+                    if reading.is_some() && queue.len() < concurrency =>
+                {
+                    let page = page?;
+                    let more = page.urls.len() as i64 == PAGE_OF_URLS;
+                    reading = more.then(|| Box::pin(read(page.last)) as BoxFuture<'_, _>);
+                    carried.extend(self.sendable(run, page.urls, recorder).await?);
+                    let mut made = batches(run.purger, run.scope, std::mem::take(&mut carried));
+                    if more && let Some(last) = made.pop() {
+                        carried = last;
+                    }
+                    queue.extend(made);
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or(now)), if next_due.is_some() => {}
             }

@@ -62,6 +62,14 @@ pub struct InvalidationUrl {
     pub finished_at: Option<i64>,
 }
 
+/// A page of an invalidation's URLs in list order, and the position of its last one (where
+/// the next page starts after; `None`: the page is empty).
+#[derive(Debug, Default)]
+pub struct PendingPage {
+    pub urls: Vec<InvalidationUrl>,
+    pub last: Option<i64>,
+}
+
 /// The worker's record of one attempt (or final result) for a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlOutcome {
@@ -408,35 +416,66 @@ impl Store {
         id: i64,
         status: UrlStatus,
     ) -> Result<Vec<InvalidationUrl>> {
-        self.urls_in(id, &[status]).await
+        Ok(self.urls_in(id, &[status], None, i64::MAX).await?.urls)
     }
 
-    /// URLs the worker still has to send (queued, or waiting for a retry).
+    /// URLs the worker still has to send (queued, or waiting for a retry), in list order.
     pub async fn pending_urls(&self, id: i64) -> Result<Vec<InvalidationUrl>> {
-        self.urls_in(id, &[UrlStatus::Queued, UrlStatus::Retrying])
+        Ok(self.pending_urls_page(id, None, i64::MAX).await?.urls)
+    }
+
+    /// At most `limit` of the URLs the worker still has to send, in list order, after
+    /// `after` (a [`PendingPage::last`]; `None`: from the first). The worker reads a big
+    /// invalidation a page at a time, so its first purge leaves before the last URL is read.
+    pub async fn pending_urls_page(
+        &self,
+        id: i64,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<PendingPage> {
+        self.urls_in(id, &[UrlStatus::Queued, UrlStatus::Retrying], after, limit)
             .await
     }
 
-    /// The URLs of invalidation `id` in one of `statuses`, in list order. They come as one
-    /// JSON text, not a row each: sqlx hands SQLite's rows over one at a time, and 50,000 of
-    /// them took 280 ms before the worker could send its first purge (as JSON: about 60 ms).
-    async fn urls_in(&self, id: i64, statuses: &[UrlStatus]) -> Result<Vec<InvalidationUrl>> {
+    /// Up to `limit` URLs of invalidation `id` in one of `statuses`, in list order, after
+    /// position `after`. They come as one JSON text, not a row each: sqlx hands SQLite's rows
+    /// over one at a time, and 50,000 of them took 280 ms before the worker could send its
+    /// first purge (as JSON: about 60 ms).
+    async fn urls_in(
+        &self,
+        id: i64,
+        statuses: &[UrlStatus],
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<PendingPage> {
         let first = statuses.first().copied().unwrap_or(UrlStatus::Queued);
         let second = statuses.get(1).copied().unwrap_or(first);
+        // The subquery picks the page; the aggregate keeps it in list order.
         let sql = match self.pool {
             Pool::Sqlite(_) => {
                 "SELECT COALESCE(json_group_array(json_array(id, url, status, attempts, http_status,
-                     error, finished_at) ORDER BY position), '[]')
-                 FROM invalidation_urls WHERE invalidation_id = $1 AND status IN ($2, $3)"
+                     error, finished_at, position) ORDER BY position), '[]')
+                 FROM (SELECT * FROM invalidation_urls
+                       WHERE invalidation_id = $1 AND position > $4 AND status IN ($2, $3)
+                       ORDER BY position LIMIT $5)"
             }
             Pool::Postgres(_) => {
                 "SELECT COALESCE(json_agg(json_build_array(id, url, status, attempts, http_status,
-                     error, finished_at) ORDER BY position)::text, '[]')
-                 FROM invalidation_urls WHERE invalidation_id = $1 AND status IN ($2, $3)"
+                     error, finished_at, position) ORDER BY position)::text, '[]')
+                 FROM (SELECT * FROM invalidation_urls
+                       WHERE invalidation_id = $1 AND position > $4 AND status IN ($2, $3)
+                       ORDER BY position LIMIT $5) AS page"
             }
         };
         let json: String = with_pool!(self, p => {
-            sqlx::query_scalar(sql).bind(id).bind(first).bind(second).fetch_one(p).await
+            sqlx::query_scalar(sql)
+                .bind(id)
+                .bind(first)
+                .bind(second)
+                .bind(after.unwrap_or(i64::MIN))
+                .bind(limit)
+                .fetch_one(p)
+                .await
         })?;
         type Row = (
             i64,
@@ -446,12 +485,15 @@ impl Store {
             Option<i64>,
             Option<String>,
             Option<i64>,
+            i64,
         );
         let rows: Vec<Row> =
             serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        rows.into_iter()
+        let last = rows.last().map(|row| row.7);
+        let urls = rows
+            .into_iter()
             .map(
-                |(id, url, status, attempts, http_status, error, finished_at)| {
+                |(id, url, status, attempts, http_status, error, finished_at, _)| {
                     let status = UrlStatus::parse(&status).ok_or_else(|| {
                         sqlx::Error::Decode(
                             format!("URL {id} has an unknown status {status:?}").into(),
@@ -468,7 +510,8 @@ impl Store {
                     })
                 },
             )
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PendingPage { urls, last })
     }
 
     /// History, newest first, and how many invalidations match the filter.

@@ -36,8 +36,8 @@ pub use catalogue_import::ImportReport;
 pub use copy::CopyReport;
 pub use invalidations::{
     BatchPage, ClaimedInvalidation, HistoryFilter, HistoryPage, Invalidation, InvalidationProgress,
-    InvalidationUrl, NewBatch, NewInvalidation, PositionedUrl, PurgeBatch, UrlCounts, UrlOutcome,
-    UrlPage,
+    InvalidationUrl, NewBatch, NewInvalidation, PendingPage, PositionedUrl, PurgeBatch, UrlCounts,
+    UrlOutcome, UrlPage,
 };
 pub use settings::{ProviderChoice, UnlockReport};
 pub use users::{LoginAttempts, User};
