@@ -27,7 +27,11 @@ use url::Url;
 #[derive(Clone)]
 pub struct Worker {
     store: Store,
-    ctx: Context,
+    config: PurgeConfig,
+    /// The HTTP client and settings purgers are built with, made when first needed: an
+    /// instance that has not sent anything yet has not loaded TLS (OpenSSL's initialisation
+    /// alone is 2.4 MB of the idle process's memory).
+    ctx: Arc<std::sync::OnceLock<Context>>,
     wake: Arc<Notify>,
     /// This worker's name in leases: unique per process.
     owner: String,
@@ -296,11 +300,11 @@ struct Run<'a> {
 
 impl Worker {
     pub fn new(store: Store, config: PurgeConfig, wake: Arc<Notify>) -> anyhow::Result<Self> {
-        let client = cdn::http_client(&config)?;
         let owner = format!("worker-{}-{:08x}", std::process::id(), OsRng.next_u32());
         Ok(Self {
             store,
-            ctx: Context { client, config },
+            config,
+            ctx: Arc::default(),
             wake,
             owner,
             lease: Arc::default(),
@@ -352,7 +356,7 @@ impl Worker {
     }
 
     fn config(&self) -> &PurgeConfig {
-        &self.ctx.config
+        &self.config
     }
 
     /// Runs [`Worker::run`] on a thread of its own with a single-threaded runtime, until the
@@ -449,7 +453,8 @@ impl Worker {
         {
             policy = policy.served_only(hosts, who);
         }
-        match self.purger(&claimed.provider_settings).await {
+        let ctx = self.ctx()?;
+        match self.purger(ctx, &claimed.provider_settings).await {
             Ok(purger) => {
                 let provider = serde_json::from_str::<ProviderSnapshot>(&claimed.provider_settings)
                     .map(|s| s.provider)
@@ -488,12 +493,25 @@ impl Worker {
         }
     }
 
+    /// The HTTP client and settings to build purgers with (see [`Worker::ctx`]'s field). A
+    /// client that cannot be made is this worker's error, never the URLs' failure.
+    fn ctx(&self) -> anyhow::Result<&Context> {
+        if let Some(ctx) = self.ctx.get() {
+            return Ok(ctx);
+        }
+        let client = cdn::http_client(&self.config)?;
+        Ok(self.ctx.get_or_init(|| Context {
+            client,
+            config: self.config.clone(),
+        }))
+    }
+
     /// The purger for an invalidation's provider snapshot, with the current credentials.
-    async fn purger(&self, snapshot_json: &str) -> anyhow::Result<Box<dyn Purger>> {
+    async fn purger(&self, ctx: &Context, snapshot_json: &str) -> anyhow::Result<Box<dyn Purger>> {
         let secrets = self.store.load_secrets().await?;
         serde_json::from_str::<ProviderSnapshot>(snapshot_json)
             .map_err(anyhow::Error::from)
-            .and_then(|s| s.build(&secrets, &self.ctx))
+            .and_then(|s| s.build(&secrets, ctx))
     }
 
     /// Closes the invalidation if nothing is left to send or wait for.
@@ -561,7 +579,7 @@ impl Worker {
             }
         }
         for (id, snapshot_json) in self.store.running_invalidations().await? {
-            match self.purger(&snapshot_json).await {
+            match self.purger(self.ctx()?, &snapshot_json).await {
                 Ok(purger) => self.poll_pending(id, purger.as_ref()).await?,
                 Err(e) => {
                     let reason = format!("provider settings unusable: {e}");
