@@ -530,8 +530,11 @@ pub async fn show(
         .invalidation_progress(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no invalidation #{id}.")))?;
-    let (inv, counts) = (progress.invalidation, progress.counts);
-    let promise = state.store.clearing_promise(id).await?;
+    let (inv, counts, promise) = (
+        progress.invalidation,
+        progress.counts,
+        progress.clearing_promise,
+    );
     let provider_label = cdn::kind(&inv.provider).map_or(inv.provider.as_str(), |k| k.short_name());
     let clearing = clearing(
         provider_label,
@@ -650,7 +653,11 @@ pub async fn show(
         can_check: inv.status.is_finished()
             && counts.succeeded > 0
             && (inv.scope != Scope::Everything),
-        check: check_view(&state, id).await?,
+        check: if progress.cache_checked {
+            check_view(&state, id).await?
+        } else {
+            None
+        },
         covered,
         covered_total,
     };

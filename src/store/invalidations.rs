@@ -154,6 +154,11 @@ pub struct InvalidationProgress {
     pub invalidation: Invalidation,
     #[sqlx(flatten)]
     pub counts: UrlCounts,
+    /// When the provider promised the last accepted request cleared (ms), if it gave
+    /// estimates.
+    pub clearing_promise: Option<i64>,
+    /// Whether *Check the cache* was ever run on it.
+    pub cache_checked: bool,
 }
 
 /// A URL with its place in the list the user gave (0-based), the key its pages are cut on.
@@ -170,6 +175,14 @@ pub struct UrlPage {
     pub urls: Vec<PositionedUrl>,
     /// The position the next page starts after; `None` on the last page.
     pub next_after: Option<i64>,
+}
+
+/// A provider request and how many its invalidation has in all.
+#[derive(Debug, sqlx::FromRow)]
+struct CountedBatch {
+    #[sqlx(flatten)]
+    batch: PurgeBatch,
+    total: i64,
 }
 
 /// One page of an invalidation's provider requests, oldest first, and how many there are.
@@ -844,21 +857,6 @@ impl Store {
         })?)
     }
 
-    /// The latest time a provider promised invalidation `id`'s accepted requests would be
-    /// cleared (acceptance plus its own estimate), when any request came with a promise.
-    #[tracing::instrument(skip(self))]
-    pub async fn clearing_promise(&self, id: i64) -> Result<Option<i64>> {
-        Ok(with_pool!(self, p => {
-            sqlx::query_scalar(
-                "SELECT MAX(created_at + estimated_seconds * 1000) FROM purge_batches
-                 WHERE invalidation_id = $1 AND estimated_seconds IS NOT NULL",
-            )
-            .bind(id)
-            .fetch_one(p)
-            .await
-        })?)
-    }
-
     /// URLs waiting to be sent (queued or to retry) and URLs a provider has accepted but not
     /// cleared, over the invalidations not finished.
     #[tracing::instrument(skip(self))]
@@ -973,10 +971,12 @@ impl Store {
         Ok(())
     }
 
-    /// An invalidation and how many of its URLs are in each state, in one statement. Each
-    /// count reads only the (invalidation, status) index entries of its state, never a URL
-    /// row: on SQLite five such counts take a third of the time of one pass with five
-    /// `COUNT(*) FILTER` over the invalidation's entries.
+    /// An invalidation, how many of its URLs are in each state, its provider's clearing
+    /// promise and whether the cache was checked, in one statement (one round trip for what
+    /// a progress poll or the top of its page reads). Each count reads only the
+    /// (invalidation, status) index entries of its state, never a URL row: on SQLite five
+    /// such counts take a third of the time of one pass with five `COUNT(*) FILTER` over the
+    /// invalidation's entries.
     #[tracing::instrument(skip(self))]
     pub async fn invalidation_progress(&self, id: i64) -> Result<Option<InvalidationProgress>> {
         let count = |status: &str| {
@@ -989,7 +989,10 @@ impl Store {
             "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings,
                     i.total, i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,
                     {}, {}, {}, {}, {},
-                    (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
+                    (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as,
+                    (SELECT MAX(b.created_at + b.estimated_seconds * 1000) FROM purge_batches b
+                      WHERE b.invalidation_id = i.id AND b.estimated_seconds IS NOT NULL) AS clearing_promise,
+                    EXISTS (SELECT 1 FROM cache_check_runs c WHERE c.invalidation_id = i.id) AS cache_checked
              FROM invalidations i JOIN users u ON u.id = i.created_by
              WHERE i.id = $1",
             count("queued"),
@@ -1052,22 +1055,27 @@ impl Store {
         limit: i64,
     ) -> Result<BatchPage> {
         let limit = limit.max(1);
+        // The count rides on the page's rows (one round trip); only a page past the end, with
+        // no row to carry it, asks for it alone.
+        const COUNT: &str = "SELECT COUNT(*) FROM purge_batches WHERE invalidation_id = $1";
         let (total, mut batches): (i64, Vec<PurgeBatch>) = with_pool!(self, p => {
-            let total = sqlx::query_scalar("SELECT COUNT(*) FROM purge_batches WHERE invalidation_id = $1")
-                .bind(id)
-                .fetch_one(p)
-                .await?;
-            let batches = sqlx::query_as(
+            let rows: Vec<CountedBatch> = sqlx::query_as(&format!(
                 "SELECT id, reference, provider_id, support_id, estimated_seconds, url_count,
-                        status = 'pending' AS pending, created_at, completed_at
-                 FROM purge_batches WHERE invalidation_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            )
+                        status = 'pending' AS pending, created_at, completed_at,
+                        ({COUNT}) AS total
+                 FROM purge_batches WHERE invalidation_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
             .bind(id)
             .bind(after.unwrap_or(0))
             .bind(limit + 1)
             .fetch_all(p)
             .await?;
-            Ok::<_, sqlx::Error>((total, batches))
+            let total = match rows.first() {
+                Some(row) => row.total,
+                None if after.is_none() => 0,
+                None => sqlx::query_scalar(COUNT).bind(id).fetch_one(p).await?,
+            };
+            Ok::<_, sqlx::Error>((total, rows.into_iter().map(|r| r.batch).collect()))
         })?;
         let next_after = if batches.len() as i64 > limit {
             batches.truncate(limit as usize);
