@@ -1,5 +1,5 @@
 use super::assets::like_pattern;
-use super::{Lock, Pool, Result, Store, TxLock, is_unique_violation, now_millis};
+use super::{Backend, Lock, Pool, Result, Store, TxLock, is_unique_violation, now_millis};
 use crate::domain::estimate::{Estimate, Past};
 use crate::domain::status::{InvalidationStatus, UrlStatus};
 use crate::domain::variants::Scope;
@@ -194,13 +194,63 @@ pub struct BatchPage {
     pub total: i64,
 }
 
-const INVALIDATION_SELECT: &str = "
-    SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
-           i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,
-           (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'succeeded') AS succeeded,
-           (SELECT COUNT(*) FROM invalidation_urls x WHERE x.invalidation_id = i.id AND x.status = 'failed') AS failed,
-           (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
-    FROM invalidations i JOIN users u ON u.id = i.created_by";
+/// Invalidation `i`'s count of URLs in `status`, as the column `status`. PostgreSQL keeps the
+/// counts on the invalidation (migration 0010: counting a running invalidation's URLs visited
+/// every row); SQLite counts them from the (invalidation, status) index, which holds the
+/// status itself.
+fn url_count(backend: Backend, status: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("i.{status}_urls AS {status}"),
+        Backend::Sqlite => format!(
+            "(SELECT COUNT(*) FROM invalidation_urls x
+              WHERE x.invalidation_id = i.id AND x.status = '{status}') AS {status}"
+        ),
+    }
+}
+
+/// Whether invalidation `i` has URLs still to send (queued or to retry).
+fn has_urls_to_send(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "i.queued_urls + i.retrying_urls > 0",
+        Backend::Sqlite => {
+            "EXISTS (SELECT 1 FROM invalidation_urls x
+                     WHERE x.invalidation_id = i.id AND x.status IN ('queued', 'retrying'))"
+        }
+    }
+}
+
+/// URLs still to send (queued or to retry) of the unfinished invalidations `i` that
+/// `condition` keeps, and URLs accepted but not cleared: `(to send, submitted)`.
+fn unfinished_urls(backend: Backend, condition: &str) -> String {
+    match backend {
+        Backend::Postgres => format!(
+            "SELECT CAST(COALESCE(SUM(i.queued_urls + i.retrying_urls), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(i.submitted_urls), 0) AS BIGINT)
+             FROM invalidations i
+             WHERE i.status IN ('queued', 'running') AND {condition}"
+        ),
+        Backend::Sqlite => format!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN x.status IN ('queued', 'retrying') THEN 1 ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN x.status = 'submitted' THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
+             WHERE i.status IN ('queued', 'running') AND {condition}
+               AND x.status IN ('queued', 'retrying', 'submitted')"
+        ),
+    }
+}
+
+/// An invalidation row with its user's name, its succeeded and failed counts and its retry.
+fn invalidation_select(backend: Backend) -> String {
+    format!(
+        "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings, i.total,
+                i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,
+                {}, {},
+                (SELECT MIN(r.id) FROM invalidations r WHERE r.retry_of = i.id) AS retried_as
+         FROM invalidations i JOIN users u ON u.id = i.created_by",
+        url_count(backend, "succeeded"),
+        url_count(backend, "failed"),
+    )
+}
 
 /// A row of history and how many rows matched in all.
 #[derive(Debug, sqlx::FromRow)]
@@ -225,16 +275,18 @@ const URL_COLUMNS: &str = "id, url, status, attempts, http_status, error, finish
 
 /// Oldest first: an invalidation with URLs to send (queued, or interrupted), whose lease is
 /// free or expired, and whose provider account no other live worker is sending to.
-const CLAIMABLE: &str = "
-    SELECT i.id FROM invalidations i
-    WHERE (i.status = 'queued' OR (i.status = 'running' AND EXISTS (
-            SELECT 1 FROM invalidation_urls x
-            WHERE x.invalidation_id = i.id AND x.status IN ('queued', 'retrying'))))
-      AND (i.lease_owner IS NULL OR i.lease_until < $3 OR i.lease_owner = $1)
-      AND (i.pacing_key = '' OR NOT EXISTS (
-            SELECT 1 FROM sender_leases s
-            WHERE s.pacing_key = i.pacing_key AND s.owner <> $1 AND s.lease_until >= $3))
-    ORDER BY i.id LIMIT 1";
+fn claimable(backend: Backend) -> String {
+    format!(
+        "SELECT i.id FROM invalidations i
+         WHERE (i.status = 'queued' OR (i.status = 'running' AND {}))
+           AND (i.lease_owner IS NULL OR i.lease_until < $3 OR i.lease_owner = $1)
+           AND (i.pacing_key = '' OR NOT EXISTS (
+                 SELECT 1 FROM sender_leases s
+                 WHERE s.pacing_key = i.pacing_key AND s.owner <> $1 AND s.lease_until >= $3))
+         ORDER BY i.id LIMIT 1",
+        has_urls_to_send(backend)
+    )
+}
 
 impl Store {
     /// The invalidation a user already created with this idempotency key, if any.
@@ -264,6 +316,8 @@ impl Store {
     ) -> Result<i64> {
         let urls_json =
             serde_json::to_string(&new.urls).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        // URLs queued before this one, for its estimate.
+        let ahead_sql = unfinished_urls(self.backend(), "i.id < $1");
         // Each URL's position is its index in the list, from 0.
         let insert_urls = match self.pool {
             Pool::Sqlite(_) => {
@@ -313,13 +367,10 @@ impl Store {
             match inserted {
                 Err(e) => Err(e),
                 Ok(id) => {
-                    let ahead: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
-                         WHERE i.id < $1 AND i.status IN ('queued', 'running') AND x.status IN ('queued', 'retrying')",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let (ahead, _): (i64, i64) = sqlx::query_as(&ahead_sql)
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     let e = estimate(ahead);
                     sqlx::query(
                         "UPDATE invalidations SET estimated_seconds = $2, estimated_ms = $3, model_ms = $4
@@ -544,8 +595,9 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Invalidation>> {
+        let select = invalidation_select(self.backend());
         let sql = format!(
-            "{INVALIDATION_SELECT}
+            "{select}
              WHERE ($1 = '' OR i.status = $1)
                AND ($2 = '' OR u.username = $2)
                AND ($3 = '%%' OR i.id IN (SELECT x.invalidation_id FROM invalidation_urls x
@@ -579,13 +631,14 @@ impl Store {
                  WHERE lower(x.url) LIKE $3 ESCAPE '\\'))";
         let status = filter.status.map(InvalidationStatus::as_str).unwrap_or("");
         let pattern = like_pattern(&filter.url);
+        let select = invalidation_select(self.backend());
         let page_sql = format!(
             "WITH page AS (
                  SELECT i.id, COUNT(*) OVER () AS matched
                  FROM invalidations i JOIN users u ON u.id = i.created_by
                  WHERE {condition} ORDER BY i.id DESC LIMIT $4 OFFSET $5)
              SELECT h.*, page.matched
-             FROM ({INVALIDATION_SELECT} WHERE i.id IN (SELECT id FROM page)) AS h
+             FROM ({select} WHERE i.id IN (SELECT id FROM page)) AS h
              JOIN page ON page.id = h.id
              ORDER BY h.id DESC"
         );
@@ -637,10 +690,11 @@ impl Store {
             super::Backend::Sqlite => "",
             super::Backend::Postgres => " FOR UPDATE OF i SKIP LOCKED",
         };
+        let claimable = claimable(self.backend());
         let sql = format!(
             "UPDATE invalidations SET status = 'running', started_at = COALESCE(started_at, $3),
                  lease_owner = $1, lease_until = $2
-             WHERE id = ({CLAIMABLE}{row_lock})
+             WHERE id = ({claimable}{row_lock})
              RETURNING id, provider_settings, created_at, pacing_key, scope"
         );
         Ok(with_pool!(self, p => {
@@ -861,17 +915,8 @@ impl Store {
     /// cleared, over the invalidations not finished.
     #[tracing::instrument(skip(self))]
     pub async fn queue_depth(&self) -> Result<(i64, i64)> {
-        Ok(with_pool!(self, p => {
-            sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(CASE WHEN x.status IN ('queued', 'retrying') THEN 1 ELSE 0 END), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(CASE WHEN x.status = 'submitted' THEN 1 ELSE 0 END), 0) AS BIGINT)
-                 FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
-                 WHERE i.status IN ('queued', 'running')
-                   AND x.status IN ('queued', 'retrying', 'submitted')",
-            )
-            .fetch_one(p)
-            .await
-        })?)
+        let sql = unfinished_urls(self.backend(), "true");
+        Ok(with_pool!(self, p => sqlx::query_as(&sql).fetch_one(p).await)?)
     }
 
     /// Accepted requests the provider has not completed yet.
@@ -937,8 +982,9 @@ impl Store {
                  WHERE x.status = 'submitted' AND i.scope IN (SELECT value FROM json_each($1))"
             }
             Pool::Postgres(_) => {
-                "SELECT COUNT(*) FROM invalidation_urls x JOIN invalidations i ON i.id = x.invalidation_id
-                 WHERE x.status = 'submitted' AND i.scope IN (SELECT jsonb_array_elements_text($1::jsonb))"
+                "SELECT CAST(COALESCE(SUM(i.submitted_urls), 0) AS BIGINT) FROM invalidations i
+                 WHERE i.status IN ('queued', 'running')
+                   AND i.scope IN (SELECT jsonb_array_elements_text($1::jsonb))"
             }
         };
         Ok(with_pool!(self, p => {
@@ -979,12 +1025,7 @@ impl Store {
     /// invalidation's entries.
     #[tracing::instrument(skip(self))]
     pub async fn invalidation_progress(&self, id: i64) -> Result<Option<InvalidationProgress>> {
-        let count = |status: &str| {
-            format!(
-                "(SELECT COUNT(*) FROM invalidation_urls x
-                  WHERE x.invalidation_id = i.id AND x.status = '{status}') AS {status}"
-            )
-        };
+        let count = |status: &str| url_count(self.backend(), status);
         let sql = format!(
             "SELECT i.id, i.created_by, u.username, i.created_at, i.status, i.provider, i.provider_settings,
                     i.total, i.duplicates_dropped, i.estimated_seconds, i.estimated_ms, i.started_at, i.finished_at, i.retry_of, i.scope,

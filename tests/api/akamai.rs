@@ -393,6 +393,7 @@ async fn accepted_urls_count_as_cleared_only_once_akamais_estimate_has_passed() 
         "{:?}",
         texts(&html, "#clearing")
     );
+    assert_url_counts_kept(&app.database_url).await;
 }
 
 /// The admin maps assets to cache tags (Akamai's `Edge-Cache-Tag`), and the user clears

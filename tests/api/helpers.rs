@@ -557,3 +557,35 @@ pub fn capture_output(
     }
     (log, rx)
 }
+
+/// PostgreSQL keeps each invalidation's count of URLs in each state on its row, changed by
+/// triggers with every write of URL rows (migration 0010): the counts must equal its URLs'.
+/// SQLite counts the URLs on every read: nothing is kept to compare.
+pub async fn assert_url_counts_kept(database_url: &str) {
+    if !database_url.starts_with("postgres") {
+        return;
+    }
+    type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = raw_rows(
+        database_url,
+        "SELECT i.id, i.queued_urls, i.retrying_urls, i.submitted_urls, i.succeeded_urls,
+                i.failed_urls,
+                COUNT(x.id) FILTER (WHERE x.status = 'queued'),
+                COUNT(x.id) FILTER (WHERE x.status = 'retrying'),
+                COUNT(x.id) FILTER (WHERE x.status = 'submitted'),
+                COUNT(x.id) FILTER (WHERE x.status = 'succeeded'),
+                COUNT(x.id) FILTER (WHERE x.status = 'failed')
+         FROM invalidations i LEFT JOIN invalidation_urls x ON x.invalidation_id = i.id
+         GROUP BY i.id ORDER BY i.id",
+    )
+    .await;
+    assert!(!rows.is_empty(), "no invalidation to compare");
+    for r in rows {
+        assert_eq!(
+            (r.1, r.2, r.3, r.4, r.5),
+            (r.6, r.7, r.8, r.9, r.10),
+            "invalidation {}: kept (queued, retrying, submitted, succeeded, failed) against counted",
+            r.0
+        );
+    }
+}

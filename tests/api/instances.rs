@@ -1248,4 +1248,5 @@ async fn kill_9_mid_20000_urls_and_the_other_postgres_instance_takes_over() {
     assert!(figures.by_killed > 0, "A was killed mid-run: {figures:?}");
     assert_complete(&jsons, &figures);
     targets.assert_purged(&probes).await;
+    assert_url_counts_kept(&db.url).await;
 }

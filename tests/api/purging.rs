@@ -190,6 +190,7 @@ async fn a_failing_node_is_retried_then_failed_with_its_reason() {
         )
         .await;
     assert_eq!(invalidation_id(&r), retry_id);
+    assert_url_counts_kept(&app.database_url).await;
 }
 
 #[tokio::test]
@@ -240,6 +241,7 @@ async fn other_client_errors_fail_at_once_and_partial_failures_are_reported() {
             .contains("connect"),
         "{json}"
     );
+    assert_url_counts_kept(&app.database_url).await;
 }
 
 /// Unfinished work survives a restart: queued with no worker, then a new process finishes it.
