@@ -873,6 +873,13 @@ impl Buckets {
         }
     }
 
+    fn reserved_mut(&mut self, objects: Objects) -> &mut f64 {
+        match objects {
+            Objects::Urls => &mut self.reserved.1,
+            Objects::Tags => &mut self.reserved.2,
+        }
+    }
+
     /// Tokens free for a new request: (requests, `objects`).
     fn available(&self, objects: Objects) -> (f64, f64) {
         (
@@ -932,10 +939,7 @@ impl Buckets {
             count: count.min(burst),
         };
         self.reserved.0 += 1.0;
-        match objects {
-            Objects::Urls => self.reserved.1 += taken.count,
-            Objects::Tags => self.reserved.2 += taken.count,
-        }
+        *self.reserved_mut(objects) += taken.count;
         taken
     }
 
@@ -945,10 +949,7 @@ impl Buckets {
         self.refill(now);
         self.reserved.0 -= 1.0;
         self.requests -= 1.0;
-        match taken.objects {
-            Objects::Urls => self.reserved.1 -= taken.count,
-            Objects::Tags => self.reserved.2 -= taken.count,
-        }
+        *self.reserved_mut(taken.objects) -= taken.count;
         *self.left_mut(taken.objects) -= taken.count;
     }
 

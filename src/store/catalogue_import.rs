@@ -150,12 +150,8 @@ async fn import_sqlite(
             .bind(SQLITE_SEARCH_INSERT_TRIGGER)
             .fetch_all(&mut *tx)
             .await?;
+            // `type` is "index" or "trigger": the DROP statement's own word.
             for (kind, name, _) in &dropped {
-                let kind = if kind == "trigger" {
-                    "TRIGGER"
-                } else {
-                    "INDEX"
-                };
                 sqlx::query(&format!("DROP {kind} \"{name}\""))
                     .execute(&mut *tx)
                     .await?;

@@ -483,11 +483,6 @@ impl Store {
         Ok(self.urls_in(id, &[status], None, i64::MAX).await?.urls)
     }
 
-    /// URLs the worker still has to send (queued, or waiting for a retry), in list order.
-    pub async fn pending_urls(&self, id: i64) -> Result<Vec<InvalidationUrl>> {
-        Ok(self.pending_urls_page(id, None, i64::MAX).await?.urls)
-    }
-
     /// At most `limit` of the URLs the worker still has to send, in list order, after
     /// `after` (a [`PendingPage::last`]; `None`: from the first). The worker reads a big
     /// invalidation a page at a time, so its first purge leaves before the last URL is read.
