@@ -81,9 +81,14 @@ pub struct Varnish {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
-    /// One client for every fetch: building one per fetch costs more than the fetch.
+    /// One client for every fetch: building one per fetch costs more than the fetch. It keeps
+    /// an idle connection at most [`CLIENT_IDLE`], well under Varnish's `timeout_idle` (5 s):
+    /// a connection reused just as Varnish closes it fails the fetch (`IncompleteMessage`).
     client: reqwest::Client,
 }
+
+/// How long the fetch client keeps an idle connection to Varnish (see [`Varnish::client`]).
+const CLIENT_IDLE: Duration = Duration::from_secs(2);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -133,7 +138,10 @@ impl Varnish {
             port,
             child,
             dir,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(CLIENT_IDLE)
+                .build()
+                .expect("a plain HTTP client builds"),
         };
         varnish.wait_ready().await;
         varnish
