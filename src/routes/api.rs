@@ -862,7 +862,7 @@ pub async fn assets(
         .store
         .list_assets(&search, sort, &start, limit)
         .await?;
-    let next = page.next.map(|k| {
+    let next = page.next.as_ref().map(|k| {
         format!(
             "/api/v1/assets?q={}&sort={}&limit={limit}&after={}",
             super::q(&search),
@@ -873,11 +873,11 @@ pub async fn assets(
     Ok(HttpResponse::Ok().json(AssetsJson {
         items: page
             .assets
-            .into_iter()
+            .iter()
             .map(|a| AssetJson {
-                id: a.id,
-                name: a.name,
-                kind: a.kind,
+                id: a.id.clone(),
+                name: a.name.clone(),
+                kind: a.kind.clone(),
                 modified_at: rfc3339(a.modified_at),
             })
             .collect(),

@@ -1,17 +1,18 @@
 //! The asset catalogue: search, sort, pages, selection, CSV import.
 
-use super::{Nav, Pager, q, render, see_other};
+use super::{Nav, Pager, StoredTime, q, render, see_other};
 use crate::domain::catalogue;
 use crate::error::AppError;
 use crate::session::{AdminUser, CurrentUser};
 use crate::state::AppState;
-use crate::store::{Asset, AssetCount, AssetKey, AssetSort, PageStart};
+use crate::store::{AssetCount, AssetKey, AssetPage, AssetSort, PageStart};
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use std::sync::Arc;
 
 #[derive(Template)]
 #[template(path = "assets.html")]
@@ -19,8 +20,8 @@ pub struct AssetsPage {
     nav: Nav,
     q: String,
     sort: &'static str,
-    assets: Vec<AssetRow>,
-    count: AssetCount,
+    /// The page's rows, as kept in memory for the next request of the same page.
+    found: Arc<AssetPage>,
     /// Links to the first, previous and next pages, where there are such pages.
     first: Option<String>,
     previous: Option<String>,
@@ -36,7 +37,7 @@ pub struct AssetsPage {
 impl AssetsPage {
     /// "120 assets", "1,000 assets", "More than 1,000 assets".
     fn count_text(&self) -> String {
-        match self.count {
+        match self.found.count {
             AssetCount::Exactly(n) => format!("{} assets", thousands(n)),
             AssetCount::MoreThan(n) => format!("More than {} assets", thousands(n)),
         }
@@ -61,24 +62,6 @@ pub struct ImportCounts {
     new: u64,
     changed: u64,
     unchanged: u64,
-}
-
-pub struct AssetRow {
-    id: String,
-    name: String,
-    kind: String,
-    modified: String,
-}
-
-impl From<Asset> for AssetRow {
-    fn from(a: Asset) -> Self {
-        Self {
-            modified: super::fmt_time(a.modified_at),
-            id: a.id,
-            name: a.name,
-            kind: a.kind,
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -137,8 +120,12 @@ async fn page(
     let first = found.previous.is_some().then(|| href(""));
     let previous = found
         .previous
+        .as_ref()
         .map(|k| href(&format!("&before={}", k.token())));
-    let next = found.next.map(|k| href(&format!("&after={}", k.token())));
+    let next = found
+        .next
+        .as_ref()
+        .map(|k| href(&format!("&after={}", k.token())));
     Ok(AssetsPage {
         nav: Nav::from(current),
         q: search,
@@ -146,8 +133,7 @@ async fn page(
         first,
         previous,
         next,
-        count: found.count,
-        assets: found.assets.into_iter().map(AssetRow::from).collect(),
+        found,
         imported: query.imported,
         import_counts: match (query.new, query.changed, query.unchanged) {
             (Some(new), Some(changed), Some(unchanged)) => Some(ImportCounts {

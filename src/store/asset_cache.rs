@@ -16,7 +16,7 @@
 use super::{AssetPage, AssetSort, PageStart};
 use lru::LruCache;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a version read stays trusted.
@@ -52,7 +52,7 @@ pub(crate) struct AssetPageCache {
 struct State {
     /// The catalogue version the pages were read under, and when it was last read.
     version: Option<(i64, Instant)>,
-    pages: LruCache<PageQuery, AssetPage>,
+    pages: LruCache<PageQuery, Arc<AssetPage>>,
     /// Rows holding each trigram (lower case), counted under `version`.
     trigrams: LruCache<String, i64>,
     /// PostgreSQL's sample and when it was read.
@@ -113,7 +113,7 @@ impl AssetPageCache {
     }
 
     /// The page for `query` read under `version`.
-    pub fn get(&self, version: i64, query: &PageQuery) -> Option<AssetPage> {
+    pub fn get(&self, version: i64, query: &PageQuery) -> Option<Arc<AssetPage>> {
         let mut state = self.state();
         if !state.is_at(version) {
             return None;
@@ -122,7 +122,7 @@ impl AssetPageCache {
     }
 
     /// Keeps `page`, read under `version`, unless the version has moved on since.
-    pub fn put(&self, version: i64, query: PageQuery, page: AssetPage) {
+    pub fn put(&self, version: i64, query: PageQuery, page: Arc<AssetPage>) {
         let mut state = self.state();
         if state.is_at(version) {
             state.pages.put(query, page);
@@ -177,13 +177,13 @@ mod tests {
     use super::*;
     use crate::store::AssetCount;
 
-    fn page(n: i64) -> AssetPage {
-        AssetPage {
+    fn page(n: i64) -> Arc<AssetPage> {
+        Arc::new(AssetPage {
             assets: Vec::new(),
             count: AssetCount::Exactly(n),
             previous: None,
             next: None,
-        }
+        })
     }
 
     fn query(q: &str) -> PageQuery {
@@ -195,7 +195,7 @@ mod tests {
         }
     }
 
-    fn count(p: Option<AssetPage>) -> Option<AssetCount> {
+    fn count(p: Option<Arc<AssetPage>>) -> Option<AssetCount> {
         p.map(|p| p.count)
     }
 

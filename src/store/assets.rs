@@ -13,6 +13,7 @@
 use super::asset_cache::PageQuery;
 use super::{Pool, Result, Store};
 use base64::Engine;
+use std::sync::Arc;
 
 /// Binds a plan's values, then the page's key (its sort value, then its ID) when it has one:
 /// the order of [`page_bounds`]' placeholders. A macro: the query's type differs per database.
@@ -412,7 +413,7 @@ impl Store {
         sort: AssetSort,
         start: &PageStart,
         limit: i64,
-    ) -> Result<AssetPage> {
+    ) -> Result<Arc<AssetPage>> {
         let version = self.catalogue_version().await?;
         let query = PageQuery {
             q: q.to_string(),
@@ -423,7 +424,7 @@ impl Store {
         if let Some(page) = self.asset_pages.get(version, &query) {
             return Ok(page);
         }
-        let page = self.search_assets(version, q, sort, start, limit).await?;
+        let page = Arc::new(self.search_assets(version, q, sort, start, limit).await?);
         self.asset_pages.put(version, query, page.clone());
         Ok(page)
     }
