@@ -178,7 +178,7 @@ async fn authenticate(req: &HttpRequest) -> Result<User, AppError> {
         session.log_out();
         return Err(AppError::LoginRequired { json });
     }
-    match state.store.get_user(id).await? {
+    match state.store.session_user(id).await? {
         Some(user) if !user.disabled && user.session_epoch == epoch => Ok(user),
         _ => {
             session.log_out();

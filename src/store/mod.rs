@@ -26,6 +26,7 @@ mod catalogue_import;
 mod copy;
 mod invalidations;
 mod settings;
+mod user_cache;
 mod users;
 
 pub use crate::domain::status::{InvalidationStatus, Role, UrlStatus};
@@ -84,6 +85,8 @@ pub struct Store {
     key: Option<std::sync::Arc<crate::crypto::MasterKey>>,
     /// Pages of the asset list read under the current catalogue version.
     asset_pages: std::sync::Arc<asset_cache::AssetPageCache>,
+    /// Accounts read for the session check (SQLite only).
+    users: std::sync::Arc<user_cache::UserCache>,
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.
@@ -188,6 +191,7 @@ impl Store {
             pool,
             key: None,
             asset_pages: Default::default(),
+            users: Default::default(),
         })
     }
 

@@ -98,6 +98,25 @@ impl Store {
         })?)
     }
 
+    /// The account a session names, for the check every logged-in request makes: on SQLite
+    /// from memory while no change of an account went through this process (see
+    /// [`super::user_cache`]), on PostgreSQL always from the database.
+    pub async fn session_user(&self, id: i64) -> Result<Option<User>> {
+        if self.backend() == super::Backend::Postgres {
+            return self.get_user(id).await;
+        }
+        let now = std::time::Instant::now();
+        let generation = match self.users.get(id, now) {
+            Ok(user) => return Ok(Some(user)),
+            Err(generation) => generation,
+        };
+        let user = self.get_user(id).await?;
+        if let Some(user) = &user {
+            self.users.keep(generation, user, now);
+        }
+        Ok(user)
+    }
+
     #[tracing::instrument(skip(self))]
     pub async fn get_user(&self, id: i64) -> Result<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
@@ -114,6 +133,7 @@ impl Store {
     /// other enabled admins then sees every change committed before it (PostgreSQL), or
     /// cannot interleave with one (SQLite). Returns whether a row changed.
     async fn update_user_guarded(&self, sql: &str, arg: GuardArg, id: i64) -> Result<bool> {
+        let _changing = self.users.changing();
         Ok(with_pool!(self, p => {
             let mut tx = p.begin().await?;
             tx.lock(Lock::Admins).await?;
@@ -154,6 +174,7 @@ impl Store {
     /// A new password ends the user's open sessions.
     #[tracing::instrument(skip(self, password_hash))]
     pub async fn set_password(&self, id: i64, password_hash: &str) -> Result<()> {
+        let _changing = self.users.changing();
         with_pool!(self, p => {
             sqlx::query(
                 "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE id = $2",

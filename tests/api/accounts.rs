@@ -268,7 +268,8 @@ async fn admins_manage_roles_and_disabled_users_lose_their_sessions() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.text().await.unwrap().contains("disabled"));
 
-    // Enable and reset the password: the old one stops working.
+    // Enable and reset the password: the old one stops working, and so does the session
+    // opened with it, even one that was checked a moment before.
     admin
         .post_form(
             "/users",
@@ -279,6 +280,11 @@ async fn admins_manage_roles_and_disabled_users_lose_their_sessions() {
             ],
         )
         .await;
+    assert_eq!(
+        user.login("ursula", "ursula-password").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(user.get("/assets").await.status(), StatusCode::OK);
     let r = admin
         .post_form(
             "/users",
@@ -291,6 +297,7 @@ async fn admins_manage_roles_and_disabled_users_lose_their_sessions() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(user.get("/assets").await.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         user.login("ursula", "ursula-password").await.status(),
         StatusCode::UNAUTHORIZED
