@@ -35,12 +35,19 @@ struct State {
     users: HashMap<i64, (User, Instant)>,
 }
 
+impl State {
+    /// Nothing kept, or under way, is trusted any more.
+    fn forget_all(&mut self) {
+        self.generation += 1;
+        self.users.clear();
+    }
+}
+
 impl UserCache {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| {
             let mut state = poisoned.into_inner();
-            state.users.clear();
-            state.generation += 1;
+            state.forget_all();
             state
         })
     }
@@ -70,10 +77,8 @@ impl UserCache {
     }
 
     /// An account changed: nothing kept, or under way, is trusted any more.
-    pub fn forget_all(&self) {
-        let mut state = self.state();
-        state.generation += 1;
-        state.users.clear();
+    fn forget_all(&self) {
+        self.state().forget_all();
     }
 
     /// Held across a change of an account: what was kept is forgotten when the change starts
