@@ -10,7 +10,7 @@
 //! stop at a page; on SQLite a short search that is rare (and ASCII) is answered from the
 //! index's vocabulary instead: the rows of its terms that start with the search.
 
-use super::asset_cache::PageQuery;
+use super::asset_cache::{PageQuery, VOCABULARY_TERMS};
 use super::{Pool, Result, Store};
 use base64::Engine;
 use std::sync::Arc;
@@ -424,9 +424,43 @@ impl Store {
         if let Some(page) = self.asset_pages.get(version, &query) {
             return Ok(page);
         }
+        let flight = self.asset_pages.flight(version, &query);
+        let _turn = flight.turn().await;
+        // Read by the request before this one meanwhile.
+        if let Some(page) = self.asset_pages.get(version, &query) {
+            return Ok(page);
+        }
+        self.learn_vocabulary(version);
         let page = Arc::new(self.search_assets(version, q, sort, start, limit).await?);
         self.asset_pages.put(version, query, page.clone());
         Ok(page)
+    }
+
+    /// SQLite: reads the trigram index's vocabulary in the background, when
+    /// [`super::asset_cache::AssetPageCache::start_vocabulary`] says it is due, and keeps it
+    /// under the version it was read with (both in one read transaction).
+    fn learn_vocabulary(&self, version: i64) {
+        let Pool::Sqlite(p) = &self.pool else {
+            return;
+        };
+        if !self
+            .asset_pages
+            .start_vocabulary(version, std::time::Instant::now())
+        {
+            return;
+        }
+        let (p, pages) = (p.clone(), self.asset_pages.clone());
+        tokio::spawn(async move {
+            match sqlite_vocabulary(&p).await {
+                Ok((version, mut terms)) => {
+                    let whole = terms.len() <= VOCABULARY_TERMS;
+                    terms.truncate(VOCABULARY_TERMS);
+                    tracing::debug!(version, terms = terms.len(), whole, "vocabulary read");
+                    pages.put_vocabulary(version, terms, whole);
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the search index's vocabulary"),
+            }
+        });
     }
 
     /// The catalogue's version: remembered, or read again when older than
@@ -947,6 +981,25 @@ async fn probe_sqlite(p: &sqlx::SqlitePool, trigrams: &[String]) -> Result<Vec<(
         .collect()
 }
 
+/// SQLite: the catalogue version and, read under it, the trigram index's terms with how many
+/// rows hold each, counted as [`probe_sqlite`] counts (up to `PROBE_LIMIT + 1`); at most
+/// `VOCABULARY_TERMS + 1` of them, so that the caller knows whether that was all.
+async fn sqlite_vocabulary(p: &sqlx::SqlitePool) -> Result<(i64, Vec<(String, i64)>)> {
+    let mut tx = p.begin().await?;
+    let version: i64 = sqlx::query_scalar("SELECT version FROM catalogue_version WHERE id = 1")
+        .fetch_one(&mut *tx)
+        .await?;
+    let terms = sqlx::query_as(&format!(
+        "SELECT term, min(doc, {}) FROM assets_search_terms LIMIT {}",
+        PROBE_LIMIT + 1,
+        VOCABULARY_TERMS + 1
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((version, terms))
+}
+
 /// SQLite: how many of the first [`SAMPLE_ROWS`] rows hold `needle` (ASCII, lower case).
 async fn sqlite_sample_hits(p: &sqlx::SqlitePool, needle: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(&format!(
@@ -1058,6 +1111,46 @@ mod tests {
             Some(modified)
         );
         assert_eq!(AssetKey::parse("not a token", AssetSort::Name), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_learns_every_trigram_count_at_the_first_page_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("vocabulary.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let Pool::Sqlite(p) = &store.pool else {
+            unreachable!("a SQLite URL")
+        };
+        for (id, name) in [("Red_Tent", "Red tent"), ("Red_Kayak", "Kayak")] {
+            sqlx::query(
+                "INSERT INTO assets (id, name, kind, modified_at) VALUES ($1, $2, 'image', 0)",
+            )
+            .bind(id)
+            .bind(name)
+            .execute(p)
+            .await
+            .unwrap();
+        }
+        // A list page with no search probes nothing; the vocabulary is read beside it.
+        store
+            .list_assets("", AssetSort::Name, &PageStart::First, 50)
+            .await
+            .unwrap();
+        let version = store.catalogue_version().await.unwrap();
+        let trigrams: Vec<String> = ["red", "kay", "zzq"].map(String::from).to_vec();
+        let started = std::time::Instant::now();
+        loop {
+            let counts = store.asset_pages.trigram_counts(version, &trigrams);
+            if counts == [Some(2), Some(1), Some(0)] {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "counts never learnt: {counts:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
