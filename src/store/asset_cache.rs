@@ -74,7 +74,7 @@ type Flights = HashMap<(i64, PageQuery), Arc<tokio::sync::Mutex<()>>>;
 /// lets the next one go (which finds the page kept by then).
 pub(crate) struct Flight<'a> {
     cache: &'a AssetPageCache,
-    key: Option<(i64, PageQuery)>,
+    key: (i64, PageQuery),
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -88,10 +88,8 @@ impl Drop for Flight<'_> {
     fn drop(&mut self) {
         let mut flights = self.cache.flights();
         // Clones are made and dropped only under this lock: two owners are the map and us.
-        if Arc::strong_count(&self.lock) == 2
-            && let Some(key) = self.key.take()
-        {
-            flights.remove(&key);
+        if Arc::strong_count(&self.lock) == 2 {
+            flights.remove(&self.key);
         }
     }
 }
@@ -175,7 +173,7 @@ impl AssetPageCache {
         let lock = self.flights().entry(key.clone()).or_default().clone();
         Flight {
             cache: self,
-            key: Some(key),
+            key,
             lock,
         }
     }
@@ -321,6 +319,11 @@ mod tests {
         }
     }
 
+    /// Trigrams as `trigram_counts` takes them.
+    fn ts(trigrams: &[&str]) -> Vec<String> {
+        trigrams.iter().map(|t| t.to_string()).collect()
+    }
+
     fn count(p: Option<Arc<AssetPage>>) -> Option<AssetCount> {
         p.map(|p| p.count)
     }
@@ -370,7 +373,6 @@ mod tests {
     fn trigram_counts_are_kept_only_under_their_version() {
         let cache = AssetPageCache::default();
         let now = Instant::now();
-        let ts = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         cache.set_version(1, now);
         cache.put_trigram_counts(1, &[("com".into(), 5_001), ("456".into(), 12)]);
         assert_eq!(
@@ -391,7 +393,6 @@ mod tests {
     fn a_whole_vocabulary_answers_every_ascii_trigram() {
         let cache = AssetPageCache::default();
         let now = Instant::now();
-        let ts = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         cache.set_version(1, now);
         cache.put_trigram_counts(1, &[("日本語".into(), 4)]);
         cache.put_vocabulary(1, vec![("red".into(), 7), ("com".into(), 50_001)], true);

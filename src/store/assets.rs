@@ -15,6 +15,10 @@ use super::{Pool, Result, Store};
 use base64::Engine;
 use std::sync::Arc;
 
+/// The catalogue's version, raised by every change of the catalogue (see
+/// [`super::asset_cache`]).
+const CATALOGUE_VERSION: &str = "SELECT version FROM catalogue_version WHERE id = 1";
+
 /// Binds a plan's values, then the page's key (its sort value, then its ID) when it has one:
 /// the order of [`page_bounds`]' placeholders. A macro: the query's type differs per database.
 macro_rules! bind_page {
@@ -471,7 +475,7 @@ impl Store {
             return Ok(version);
         }
         let version: i64 = with_pool!(self, p => {
-            sqlx::query_scalar("SELECT version FROM catalogue_version WHERE id = 1")
+            sqlx::query_scalar(CATALOGUE_VERSION)
                 .fetch_one(p)
                 .await
         })?;
@@ -986,7 +990,7 @@ async fn probe_sqlite(p: &sqlx::SqlitePool, trigrams: &[String]) -> Result<Vec<(
 /// `VOCABULARY_TERMS + 1` of them, so that the caller knows whether that was all.
 async fn sqlite_vocabulary(p: &sqlx::SqlitePool) -> Result<(i64, Vec<(String, i64)>)> {
     let mut tx = p.begin().await?;
-    let version: i64 = sqlx::query_scalar("SELECT version FROM catalogue_version WHERE id = 1")
+    let version: i64 = sqlx::query_scalar(CATALOGUE_VERSION)
         .fetch_one(&mut *tx)
         .await?;
     let terms = sqlx::query_as(&format!(
