@@ -18,6 +18,7 @@ macro_rules! with_pool {
     };
 }
 
+mod account_reads;
 mod api_tokens;
 mod asset_cache;
 mod assets;
@@ -87,6 +88,8 @@ pub struct Store {
     asset_pages: std::sync::Arc<asset_cache::AssetPageCache>,
     /// Accounts read for the session check (SQLite only).
     users: std::sync::Arc<user_cache::UserCache>,
+    /// The session check's database reads, batched.
+    account_reads: std::sync::Arc<account_reads::AccountReads>,
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.
@@ -192,6 +195,7 @@ impl Store {
             key: None,
             asset_pages: Default::default(),
             users: Default::default(),
+            account_reads: Default::default(),
         })
     }
 

@@ -1,4 +1,4 @@
-use super::{Lock, Result, Store, StoreError, TxLock, is_unique_violation, now_millis};
+use super::{Lock, Pool, Result, Store, StoreError, TxLock, is_unique_violation, now_millis};
 use crate::domain::status::Role;
 
 /// An account. (`Debug` leaves out the password hash.)
@@ -100,21 +100,36 @@ impl Store {
 
     /// The account a session names, for the check every logged-in request makes: on SQLite
     /// from memory while no change of an account went through this process (see
-    /// [`super::user_cache`]), on PostgreSQL always from the database.
+    /// [`super::user_cache`]), on PostgreSQL always from the database. Database reads are
+    /// batched (see [`super::account_reads`]): each is still sent after the check began.
     pub async fn session_user(&self, id: i64) -> Result<Option<User>> {
         if self.backend() == super::Backend::Postgres {
-            return self.get_user(id).await;
+            return self.read_account(id).await;
         }
         let now = std::time::Instant::now();
         let generation = match self.users.get(id, now) {
             Ok(user) => return Ok(Some(user)),
             Err(generation) => generation,
         };
-        let user = self.get_user(id).await?;
+        let user = self.read_account(id).await?;
         if let Some(user) = &user {
             self.users.keep(generation, user, now);
         }
         Ok(user)
+    }
+
+    /// Account `id` from a query sent after this call began: the next batch, or on its
+    /// own when that batch failed.
+    async fn read_account(&self, id: i64) -> Result<Option<User>> {
+        match self.account_reads.read(&self.pool, id).await {
+            Ok(user) => Ok(user),
+            Err(()) => self.get_user(id).await,
+        }
+    }
+
+    /// Database queries the session check has sent (one per batch), since this store opened.
+    pub fn session_reads(&self) -> u64 {
+        self.account_reads.sent()
     }
 
     #[tracing::instrument(skip(self))]
@@ -273,5 +288,28 @@ impl Store {
                 .map(|done| done.rows_affected())
         })?;
         Ok(())
+    }
+}
+
+/// The accounts among `ids` (one query: a batch of session checks, [`super::account_reads`]).
+pub(super) async fn read_accounts(pool: &Pool, ids: &[i64]) -> sqlx::Result<Vec<User>> {
+    match pool {
+        Pool::Sqlite(p) => {
+            let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each($1))"
+            ))
+            .bind(ids)
+            .fetch_all(p)
+            .await
+        }
+        Pool::Postgres(p) => {
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)"
+            ))
+            .bind(ids)
+            .fetch_all(p)
+            .await
+        }
     }
 }

@@ -236,3 +236,85 @@ async fn one_worker_at_a_time_sends_to_a_rate_limited_account_until_its_lease_ex
     );
     assert!(db.a.claim_invalidation("a", short).await.unwrap().is_none());
 }
+
+/// The session check batches its database reads (one query for every check waiting), but a
+/// check is never answered by a query sent before it began: an account disabled through
+/// another instance (on PostgreSQL; on SQLite one process serves the database, so through the
+/// same store) is seen by the next check, even while other checks keep a query in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_check_after_a_change_sees_it_while_other_checks_are_reading() {
+    let db = Shared::open().await;
+    let changer = if on_postgres() { &db.b } else { &db.a };
+    let user = db.a.create_user("u", "hash", Role::User).await.unwrap();
+    let _admin =
+        db.a.create_user("admin", "hash", Role::Admin)
+            .await
+            .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (db.a.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.session_user(user).await.unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut epoch = db.a.get_user(user).await.unwrap().unwrap().session_epoch;
+    for round in 0..40 {
+        let disabled = round % 2 == 0;
+        assert!(changer.set_disabled(user, disabled).await.unwrap());
+        epoch += 1;
+        let seen = db.a.session_user(user).await.unwrap().unwrap();
+        assert_eq!(
+            (seen.disabled, seen.session_epoch),
+            (disabled, epoch),
+            "round {round}: the check after the change answered from before it"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    assert!(db.a.session_reads() > 0);
+}
+
+/// Many session checks at once share a few queries, and each gets its own account (or none).
+#[tokio::test]
+async fn session_checks_at_once_share_queries_and_each_gets_its_account() {
+    let db = Shared::open().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            db.a.create_user(&format!("u{i}"), "hash", Role::User)
+                .await
+                .unwrap(),
+        );
+    }
+    let missing = ids.iter().max().unwrap() + 1_000;
+    let asked: Vec<i64> = ids
+        .iter()
+        .cycle()
+        .take(120)
+        .copied()
+        .chain([missing])
+        .collect();
+    let before = db.b.session_reads();
+    let answers = join_all(asked.iter().map(|&id| db.b.session_user(id))).await;
+    for (&id, answer) in asked.iter().zip(answers) {
+        let answer = answer.unwrap();
+        if id == missing {
+            assert!(answer.is_none(), "no account {id}");
+        } else {
+            let user = answer.unwrap();
+            let i = ids.iter().position(|&x| x == id).unwrap();
+            assert_eq!((user.id, user.username), (id, format!("u{i}")));
+        }
+    }
+    let sent = db.b.session_reads() - before;
+    assert!(
+        (1..=3).contains(&sent),
+        "{sent} queries for 121 checks at once"
+    );
+}
