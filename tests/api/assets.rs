@@ -752,6 +752,45 @@ async fn a_first_large_import_keeps_the_lists_indexes_and_search() {
     }
 }
 
+/// A first import (PostgreSQL: streamed by `COPY`) stores each field exactly as the file
+/// gave it: quotes, commas, backslashes, `\N` and an empty name are text, never NULL or an
+/// escape.
+#[tokio::test]
+async fn a_first_import_stores_every_field_as_written() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let csv = "id,name,type\n\
+               Q1,\"Say \"\"hi\"\", then go\",image\n\
+               Q2,back\\slash \\N,video\n\
+               Q3,\\N,other\n\
+               Q4,,image\n\
+               Q5,日本 Ünïcødé;semi,image\n";
+    assert_eq!(
+        import_counts(&admin, csv).await,
+        (
+            "Imported 5 assets.".into(),
+            "5 new, 0 changed, 0 unchanged.".into()
+        )
+    );
+    let rows: Vec<(String, Option<String>, String)> = raw_rows(
+        &app.database_url,
+        "SELECT id, name, kind FROM assets ORDER BY id",
+    )
+    .await;
+    let want = [
+        ("Q1", "Say \"hi\", then go", "image"),
+        ("Q2", "back\\slash \\N", "video"),
+        ("Q3", "\\N", "other"),
+        ("Q4", "", "image"),
+        ("Q5", "日本 Ünïcødé;semi", "image"),
+    ];
+    let want: Vec<(String, Option<String>, String)> = want
+        .iter()
+        .map(|(id, name, kind)| (id.to_string(), Some(name.to_string()), kind.to_string()))
+        .collect();
+    assert_eq!(rows, want);
+}
+
 /// After an import the page says what changed and offers Invalidate CDN for exactly the assets
 /// whose content changed under the same ID (not the new ones, not the unchanged ones).
 #[tokio::test]
