@@ -295,7 +295,8 @@ impl Store {
 pub(super) async fn read_accounts(pool: &Pool, ids: &[i64]) -> sqlx::Result<Vec<User>> {
     match pool {
         Pool::Sqlite(p) => {
-            let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+            // A failure is the batch's: each of its checks then reads on its own.
+            let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(e.into()))?;
             sqlx::query_as(&format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each($1))"
             ))
