@@ -224,7 +224,6 @@ async fn import_postgres(
         .execute(&mut *tx)
         .await?;
     let before: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
-    let mut changed_ids: Vec<String> = Vec::new();
     let rebuild = rebuilds_list_indexes(before, rows.len());
     if rebuild {
         // Readers of the catalogue now wait for the commit: only a catalogue mostly new to
@@ -237,10 +236,14 @@ async fn import_postgres(
             .execute(&mut *tx)
             .await?;
     }
-    let written = if before == 0 {
-        copy_postgres(&mut tx, rows, now, &mut progress).await?
+    let (written, changed_ids) = if before == 0 {
+        // Nothing can change in an empty catalogue.
+        (
+            copy_postgres(&mut tx, rows, now, &mut progress).await?,
+            Vec::new(),
+        )
     } else {
-        upsert_postgres(&mut tx, rows, now, &mut progress, &mut changed_ids).await?
+        upsert_postgres(&mut tx, rows, now, &mut progress).await?
     };
     if rebuild {
         sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
@@ -293,15 +296,14 @@ async fn copy_postgres(
 }
 
 /// PostgreSQL, a catalogue with rows: each chunk upserted as three arrays (IDs, names, types),
-/// after collecting the IDs whose name or type it changes (up to [`MAX_CHANGED_IDS`] in all).
-/// Returns the rows written.
+/// after collecting the IDs whose name or type it changes. Returns the rows written and those
+/// IDs (up to [`MAX_CHANGED_IDS`]).
 async fn upsert_postgres(
     tx: &mut sqlx::PgConnection,
     rows: &[CatalogueRow],
     now: i64,
     progress: &mut impl FnMut(u64),
-    changed_ids: &mut Vec<String>,
-) -> sqlx::Result<u64> {
+) -> sqlx::Result<(u64, Vec<String>)> {
     let upsert = format!(
         "INSERT INTO assets (id, name, kind, modified_at)
          SELECT r.id, r.name, r.kind, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS r (id, name, kind)
@@ -312,6 +314,7 @@ async fn upsert_postgres(
         "SELECT a.id FROM UNNEST($1::text[], $2::text[], $3::text[]) AS r (id, name, kind)
          JOIN assets a ON a.id = r.id WHERE a.name <> r.name OR a.kind <> r.kind LIMIT $4";
     let (mut written, mut done) = (0, 0);
+    let mut changed_ids: Vec<String> = Vec::new();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let ids: Vec<&str> = chunk.iter().map(|(id, _, _)| id.as_str()).collect();
         let names: Vec<&str> = chunk.iter().map(|(_, name, _)| name.as_str()).collect();
@@ -337,7 +340,7 @@ async fn upsert_postgres(
         done += chunk.len() as u64;
         progress(done);
     }
-    Ok(written)
+    Ok((written, changed_ids))
 }
 
 #[cfg(test)]
