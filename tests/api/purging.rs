@@ -535,6 +535,58 @@ async fn a_group_with_two_outcomes_of_one_url_keeps_the_last() {
     );
 }
 
+/// On PostgreSQL an outcome's new row version stays on its row's page, so the update is HOT
+/// and writes no index entry (no indexed column changes). A group commit rewrites every row of
+/// a page at once, so the table leaves room for all of them (`fillfactor`). SQLite rewrites
+/// rows in place and has no such cost.
+#[tokio::test]
+async fn outcomes_recorded_in_a_group_stay_on_their_rows_pages() {
+    use cdn_invalidator::store::{Store, UrlOutcome, UrlStatus};
+    if !on_postgres() {
+        return;
+    }
+    let app = spawn_app_with(|c| c.run_worker = false).await;
+    let admin = app.admin().await;
+    admin.save_settings("server.com", "<ID>", "", "").await;
+    // Short and long URLs: the pages hold more or fewer rows.
+    let urls: Vec<String> = (0..2_000)
+        .map(|i| {
+            let tail = if i % 2 == 0 {
+                ""
+            } else {
+                "?$product$&wid=1200&hei=1200&fmt=webp"
+            };
+            format!("https://server.com/is/image/Company/asset-{i}{tail}")
+        })
+        .collect();
+    let id = admin.invalidate_urls(&urls.join("\n")).await;
+    // Each row's id and the heap page its current version is on.
+    let where_pages = format!(
+        "SELECT id, split_part(trim(both '()' from ctid::text), ',', 1) FROM invalidation_urls
+         WHERE invalidation_id = {id} ORDER BY id"
+    );
+    let before: Vec<(i64, String)> = raw_rows(&app.database_url, &where_pages).await;
+    assert_eq!(before.len(), 2_000);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let succeeded = UrlOutcome {
+        status: UrlStatus::Succeeded,
+        attempts: 1,
+        http_status: Some(200),
+        error: None,
+        batch_id: None,
+    };
+    let group: Vec<_> = before
+        .iter()
+        .map(|(url_id, _)| (*url_id, succeeded.clone()))
+        .collect();
+    store.record_urls(&group).await.unwrap();
+    let after: Vec<(i64, String)> = raw_rows(&app.database_url, &where_pages).await;
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    assert_eq!(moved, 0, "{moved} of 2000 outcomes left their row's page");
+    let rows = store.invalidation_urls(id).await.unwrap();
+    assert!(rows.iter().all(|u| u.status == UrlStatus::Succeeded));
+}
+
 /// The rows of invalidation `id`, read from the database (the JSON view pages its URLs).
 async fn url_rows(app: &TestApp, id: i64) -> Vec<cdn_invalidator::store::InvalidationUrl> {
     let store = cdn_invalidator::store::Store::connect(&app.database_url)
