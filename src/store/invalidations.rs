@@ -834,13 +834,22 @@ impl Store {
     /// outcomes. Closing twice (two workers polling) keeps the first close.
     #[tracing::instrument(skip(self))]
     pub async fn finish_invalidation(&self, id: i64) -> Result<InvalidationStatus> {
-        let (succeeded, failed, unfinished): (i64, i64, i64) = with_pool!(self, p => {
-            sqlx::query_as(
+        // PostgreSQL keeps the counts on the invalidation; counting its rows there visited
+        // every URL just updated (not all-visible yet), 10,000 heap reads at the end of a purge.
+        let counts = match self.backend() {
+            Backend::Postgres => {
+                "SELECT succeeded_urls, failed_urls, queued_urls + retrying_urls + submitted_urls
+                 FROM invalidations WHERE id = $1"
+            }
+            Backend::Sqlite => {
                 "SELECT COUNT(*) FILTER (WHERE status = 'succeeded'),
                         COUNT(*) FILTER (WHERE status = 'failed'),
                         COUNT(*) FILTER (WHERE status IN ('queued', 'retrying', 'submitted'))
-                 FROM invalidation_urls WHERE invalidation_id = $1",
-            )
+                 FROM invalidation_urls WHERE invalidation_id = $1"
+            }
+        };
+        let (succeeded, failed, unfinished): (i64, i64, i64) = with_pool!(self, p => {
+            sqlx::query_as(counts)
             .bind(id)
             .fetch_one(p)
             .await
