@@ -7,8 +7,10 @@
 //! `lower()` (ASCII letters on SQLite; the database's locale on PostgreSQL). Searches of three
 //! characters or more are answered from a trigram index (SQLite: the FTS5 table
 //! `assets_search`; PostgreSQL: pg_trgm GIN indexes). Shorter ones walk the list's order and
-//! stop at a page; on SQLite a short search that is rare (and ASCII) is answered from the
-//! index's vocabulary instead: the rows of its terms that start with the search.
+//! stop at a page; a short search that is rare is answered from the index instead: on SQLite
+//! (ASCII) from the index's vocabulary, the rows of its terms that start with the search; on
+//! PostgreSQL (two ASCII letters or digits) from the trigrams it makes with each character of
+//! the catalogue, and one holding a character in no row finds nothing at once.
 
 use super::asset_cache::{PageQuery, VOCABULARY_TERMS};
 use super::{Pool, Result, Store};
@@ -293,7 +295,7 @@ fn fts_join<'a>(trigrams: impl IntoIterator<Item = &'a str>, operator: &str) -> 
         .join(operator)
 }
 
-/// SQLite: rows read (in table order) to judge whether a short search is frequent, and the
+/// Rows read (in table order) to judge whether a short search is frequent, and the
 /// matches among them that make it so (about 0.1 %: over a thousand in a million rows, so the
 /// walk of the list's order finds a page within a few thousand rows).
 const SAMPLE_ROWS: i64 = 2_000;
@@ -373,6 +375,14 @@ const POSTGRES_CONTAINS_ALL: &str =
 /// PostgreSQL: the same check that no trigram index serves (for 1–2 characters).
 const POSTGRES_CONTAINS: &str =
     "(strpos(lower(a.id), lower($1)) > 0 OR strpos(lower(a.name), lower($1)) > 0)";
+/// PostgreSQL: the rows of a rare two-character search, found by the trigram indexes from
+/// the patterns `$2` (a JSON array, see [`short_patterns`]), read whole first as in
+/// [`POSTGRES_CANDIDATES`]. The patterns are an array so that each index is read once for
+/// all of them (a bitmap scan per index), and folded by the database's own lower().
+const POSTGRES_CANDIDATES_SHORT: &str = "m AS MATERIALIZED (
+        SELECT * FROM assets
+        WHERE lower(id) LIKE ANY (ARRAY(SELECT lower(x) FROM jsonb_array_elements_text($2::jsonb) AS x))
+           OR lower(name) LIKE ANY (ARRAY(SELECT lower(x) FROM jsonb_array_elements_text($2::jsonb) AS x)))";
 
 /// What a page's statement counts besides reading the page.
 #[derive(Debug, Clone, Copy)]
@@ -573,11 +583,7 @@ impl Store {
         }
         let short = q.chars().count() < TRIGRAM;
         Ok(match &self.pool {
-            Pool::Postgres(_) if short => Plan {
-                filter: POSTGRES_CONTAINS,
-                binds: vec![q.to_string()],
-                ..ALL_ROWS
-            },
+            Pool::Postgres(p) if short => plan_short_postgres(p, q).await?,
             Pool::Postgres(p) => {
                 // One trigram has no part to leave out.
                 let part = if q.chars().count() > TRIGRAM {
@@ -1032,6 +1038,88 @@ async fn sqlite_terms_starting_with(
     )
 }
 
+/// PostgreSQL: most characters in the catalogue for which a rare two-character search is
+/// looked up by its trigrams (two patterns each); a larger alphabet walks the list's order.
+const MAX_SHORT_ALPHABET: usize = 256;
+
+/// PostgreSQL: how a search of one or two characters is found (see migration 0012).
+///
+/// - A character of it in no ID or name: nothing matches.
+/// - Frequent (in the first [`SAMPLE_ROWS`] rows, at least [`SAMPLE_FREQUENT`] times): the
+///   walk of the list's order meets a page soon.
+/// - Two ASCII letters or digits otherwise: the indexes look up the trigrams holding it, for
+///   every character of the catalogue, and the rows equal to it. pg_trgm splits words at
+///   other characters, so only such a search is sure to make trigrams of its own.
+/// - Anything else walks the list's order, as before.
+async fn plan_short_postgres(p: &sqlx::PgPool, q: &str) -> Result<Plan> {
+    let walk = Plan {
+        filter: POSTGRES_CONTAINS,
+        binds: vec![q.to_string()],
+        ..ALL_ROWS
+    };
+    let absent: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM regexp_split_to_table($1, '') AS c
+                        WHERE NOT EXISTS (SELECT 1 FROM catalogue_characters WHERE lower(ch) = lower(c)))",
+    )
+    .bind(q)
+    .fetch_one(p)
+    .await?;
+    if absent {
+        return Ok(Plan {
+            empty: true,
+            ..ALL_ROWS
+        });
+    }
+    let hits: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT id, name FROM assets LIMIT $2) AS s
+         WHERE strpos(lower(s.id), lower($1)) > 0 OR strpos(lower(s.name), lower($1)) > 0",
+    )
+    .bind(q)
+    .bind(SAMPLE_ROWS)
+    .fetch_one(p)
+    .await?;
+    if hits >= SAMPLE_FREQUENT
+        || q.chars().count() != 2
+        || !q.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Ok(walk);
+    }
+    let alphabet: Vec<String> =
+        sqlx::query_scalar("SELECT ch FROM catalogue_characters ORDER BY ch")
+            .fetch_all(p)
+            .await?;
+    if alphabet.len() > MAX_SHORT_ALPHABET {
+        return Ok(walk);
+    }
+    let patterns = serde_json::to_string(&short_patterns(q, &alphabet))
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    Ok(Plan {
+        one_off: true,
+        candidates: Some(Box::new(Plan {
+            from: "m a",
+            with: Some(POSTGRES_CANDIDATES_SHORT),
+            filter: POSTGRES_CONTAINS,
+            binds: vec![q.to_string(), patterns],
+            one_off: true,
+            ..ALL_ROWS
+        })),
+        ..walk
+    })
+}
+
+/// The LIKE patterns whose rows are those holding `q` (two characters): `%cq%` and `%qc%`
+/// for every character `c` of the catalogue, since in an ID or name longer than `q` an
+/// occurrence has a character beside it, and `q` itself for one equal to it. Not folded:
+/// the database folds them as it folds what it compares them with.
+fn short_patterns(q: &str, alphabet: &[String]) -> Vec<String> {
+    let mut patterns = vec![escape_like(q)];
+    for c in alphabet {
+        patterns.push(format!("%{}%", escape_like(&format!("{c}{q}"))));
+        patterns.push(format!("%{}%", escape_like(&format!("{q}{c}"))));
+    }
+    patterns
+}
+
 /// PostgreSQL: the IDs and names its statistics keep as a sample of the table (the
 /// histogram ANALYZE makes, about a hundred of each); none before the first ANALYZE.
 async fn postgres_samples(p: &sqlx::PgPool) -> Result<(Vec<String>, Vec<String>)> {
@@ -1088,6 +1176,17 @@ mod tests {
         assert_eq!(rare_part("Kayak", &ids, &names), None);
         assert_eq!(rare_part("red tent", &ids, &names), None);
         assert_eq!(rare_part("Company_0999", &[], &[]), None);
+    }
+
+    #[test]
+    fn a_short_search_is_looked_up_beside_every_character_and_alone() {
+        let alphabet = ["_".to_string(), "a".to_string(), "%".to_string()];
+        assert_eq!(
+            short_patterns("zq", &alphabet),
+            [
+                "zq", "%\\_zq%", "%zq\\_%", "%azq%", "%zqa%", "%\\%zq%", "%zq\\%%"
+            ]
+        );
     }
 
     #[test]

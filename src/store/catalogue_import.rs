@@ -255,11 +255,39 @@ async fn import_postgres(
                 .await?;
         }
     }
+    // The short searches' alphabet (migration 0012) gains the characters of these rows.
+    sqlx::query(
+        "INSERT INTO catalogue_characters (ch) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(characters(rows))
+    .execute(&mut *tx)
+    .await?;
     let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
     sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
     tx.commit().await?;
     let (new, changed) = new_and_changed(before, after, written);
     Ok((new, changed, changed_ids))
+}
+
+/// Every character of the rows' IDs and names once, as written (1M rows: about 40 ms).
+fn characters(rows: &[CatalogueRow]) -> Vec<String> {
+    let mut ascii = [false; 128];
+    let mut other = std::collections::BTreeSet::new();
+    for (id, name, _) in rows {
+        for c in id.as_str().chars().chain(name.chars()) {
+            if c.is_ascii() {
+                ascii[c as usize] = true;
+            } else {
+                other.insert(c);
+            }
+        }
+    }
+    (0u8..128)
+        .filter(|&b| ascii[usize::from(b)])
+        .map(char::from)
+        .chain(other)
+        .map(String::from)
+        .collect()
 }
 
 /// PostgreSQL, an empty catalogue: nothing can conflict or change, so the rows stream in by
@@ -354,6 +382,24 @@ mod tests {
         assert!(!rebuilds_list_indexes(25_000, 100_000), "a quarter or more");
         assert!(!rebuilds_list_indexes(0, 49_999), "small imports add rows");
         assert!(!rebuilds_list_indexes(1_000_000, 1_000_000), "a re-import");
+    }
+
+    #[test]
+    fn characters_are_each_character_of_ids_and_names_once_as_written() {
+        use crate::domain::asset::{AssetId, AssetKind};
+        let row = |id: &str, name: &str| {
+            (
+                AssetId::parse(id).unwrap(),
+                name.to_string(),
+                AssetKind::Image,
+            )
+        };
+        let rows = [row("ab_1", "Bä é"), row("b", ""), row("Ä", "ab")];
+        assert_eq!(
+            characters(&rows),
+            [" ", "1", "B", "_", "a", "b", "Ä", "ä", "é"]
+        );
+        assert!(characters(&[]).is_empty());
     }
 
     #[test]

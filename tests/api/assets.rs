@@ -305,6 +305,8 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
         ("hash-1", "tag#"),
         ("~tilde", "first character"),
         ("q", "one character"),
+        ("pct-1", "50%zq_off"),
+        ("uml-1", "Äzq"),
     ] {
         rows.push(Row {
             id: id.into(),
@@ -324,7 +326,10 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
             (found, texts(&html, "#asset-count")[0].clone())
         }
     };
-    for q in ["zq", "ZQ", "Zq", "#", "~", "q-", "zz", "g#", "~t", "h-"] {
+    // "ж" is in no row, "zж" neither.
+    for q in [
+        "zq", "ZQ", "Zq", "#", "~", "q-", "zz", "g#", "~t", "h-", "ж", "zж", "%z",
+    ] {
         let mut want: Vec<String> = rows
             .iter()
             .filter(|r| r.matches(q))
@@ -339,7 +344,7 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
             "q={q:?}"
         );
     }
-    assert_eq!(search("zq".into()).await.0.len(), 5);
+    assert_eq!(search("zq".into()).await.0.len(), 7);
     // A rename takes the asset out of the index's old terms and into the new ones.
     let renamed = "id,name,type\nname-1,Lamp without it,image\nbulk-00007,Bulk zq 7,image\n";
     assert_eq!(
@@ -349,7 +354,15 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
     let (found, _) = search("zq".into()).await;
     assert_eq!(
         found,
-        ["bulk-00007", "ends-zq", "mid-ZQ-mid", "zq", "zq-first"],
+        [
+            "bulk-00007",
+            "ends-zq",
+            "mid-ZQ-mid",
+            "pct-1",
+            "uml-1",
+            "zq",
+            "zq-first"
+        ],
         "after the rename"
     );
 }
