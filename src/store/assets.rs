@@ -1044,6 +1044,7 @@ const MAX_SHORT_ALPHABET: usize = 256;
 
 /// PostgreSQL: how a search of one or two characters is found (see migration 0012).
 ///
+/// - A database whose default collation is not libc's: the walk of the list's order.
 /// - A character of it in no ID or name: nothing matches.
 /// - Frequent (in the first [`SAMPLE_ROWS`] rows, at least [`SAMPLE_FREQUENT`] times): the
 ///   walk of the list's order meets a page soon.
@@ -1057,13 +1058,22 @@ async fn plan_short_postgres(p: &sqlx::PgPool, q: &str) -> Result<Plan> {
         binds: vec![q.to_string()],
         ..ALL_ROWS
     };
-    let absent: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM regexp_split_to_table($1, '') AS c
+    // Both shortcuts compare characters folded one at a time, which is how libc's lower()
+    // folds. ICU's (and PostgreSQL 18's PG_UNICODE_FAST) look at the neighbours (a final Σ
+    // folds to ς) or make two characters of one (İ): there, the walk. A database without
+    // the column (before PostgreSQL 15) is libc's.
+    let (per_character, absent): (bool, bool) = sqlx::query_as(
+        "SELECT COALESCE((SELECT to_jsonb(d) ->> 'datlocprovider' FROM pg_database d
+                          WHERE d.datname = current_database()), 'c') = 'c',
+                EXISTS (SELECT 1 FROM regexp_split_to_table($1, '') AS c
                         WHERE NOT EXISTS (SELECT 1 FROM catalogue_characters WHERE lower(ch) = lower(c)))",
     )
     .bind(q)
     .fetch_one(p)
     .await?;
+    if !per_character {
+        return Ok(walk);
+    }
     if absent {
         return Ok(Plan {
             empty: true,

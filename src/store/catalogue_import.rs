@@ -47,6 +47,12 @@ const COUNT: &str = "SELECT COUNT(*) FROM assets";
 /// SQLite: the trigger that adds each new asset to the search index (migration 0011).
 const SQLITE_SEARCH_INSERT_TRIGGER: &str = "assets_search_insert";
 
+/// PostgreSQL: the short searches' alphabet (migration 0012) made from every stored row, for a
+/// catalogue written other than by an import (`copy`). An import adds its rows' characters.
+pub(super) const FILL_CATALOGUE_CHARACTERS: &str = "INSERT INTO catalogue_characters (ch)
+     SELECT DISTINCT c FROM assets, regexp_split_to_table(id || name, '') AS c
+     ON CONFLICT DO NOTHING";
+
 /// Raised in every import's transaction, so every instance's cached asset pages are dropped.
 pub(super) const BUMP_VERSION: &str =
     "UPDATE catalogue_version SET version = version + 1 WHERE id = 1";

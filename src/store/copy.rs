@@ -185,6 +185,11 @@ impl Store {
             }
             tables.push(("assets", copy_table!(self, tx, AssetRow, "assets", String, String::new(),
                 [id, name, kind, modified_at])));
+            if target.backend() == Backend::Postgres {
+                sqlx::query(super::catalogue_import::FILL_CATALOGUE_CHARACTERS)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(super::catalogue_import::BUMP_VERSION).execute(&mut *tx).await?;
             tables.push(("invalidations", copy_table!(self, tx, InvalidationRow, "invalidations", i64, 0,
                 [id, created_by, created_at, idempotency_key, status, provider, provider_settings,

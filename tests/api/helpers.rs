@@ -54,15 +54,23 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     pub async fn create() -> Self {
+        Self::create_with("").await
+    }
+
+    /// A fresh database made with `options` after `CREATE DATABASE name` (a locale, say).
+    pub async fn create_with(options: &str) -> Self {
         let admin_url = std::env::var("CDN_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("cdnt_{}", cdn_invalidator::session::random_token(8));
         let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&admin_url)
             .await
             .expect("CDN_TEST_POSTGRES_URL reachable");
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("CREATE DATABASE");
+        sqlx::Executor::execute(
+            &mut admin,
+            format!("CREATE DATABASE {name} {options}").as_str(),
+        )
+        .await
+        .expect("CREATE DATABASE");
         let mut url = url::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
         Self {

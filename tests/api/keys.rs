@@ -169,6 +169,11 @@ async fn copy_moves_an_embedded_installation_to_postgresql() {
         )
         .await;
     assert_eq!(admin.wait_finished(id).await["status"], "succeeded");
+    let catalogue = "id,name,type\nLamp_ZQ,Desk lamp,image\nTent,Red tent,image\n";
+    assert_eq!(
+        admin.import_csv(catalogue).await.status(),
+        StatusCode::SEE_OTHER
+    );
 
     let pg = PgDatabase::create().await;
     let out = cli(
@@ -207,6 +212,20 @@ async fn copy_moves_an_embedded_installation_to_postgresql() {
     let json = b.invalidation(id).await;
     assert_eq!(json["status"], "succeeded");
     assert_eq!(json["urls"].as_array().unwrap().len(), 2);
+    // The catalogue came too, and its short searches find it (PostgreSQL looks a rare one up
+    // by the characters the catalogue holds).
+    for (q, want) in [
+        ("zq", vec!["Lamp_ZQ"]),
+        ("en", vec!["Tent"]),
+        ("xq", vec![]),
+    ] {
+        let html = b.page(&format!("/assets?q={q}")).await;
+        let found: Vec<String> = html
+            .select(&sel("tbody input[name=asset_id]"))
+            .map(|e| e.value().attr("value").unwrap().to_string())
+            .collect();
+        assert_eq!(found, want, "q={q}");
+    }
     // New rows continue after the copied ids.
     let next = b
         .invalidate_urls("https://images.example.com/is/image/c")
