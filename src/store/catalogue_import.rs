@@ -275,7 +275,7 @@ async fn import_postgres(
     Ok((new, changed, changed_ids))
 }
 
-/// Every character of the rows' IDs and names once, as written (1M rows: about 40 ms).
+/// Every character of the rows' IDs and names once, as written: one pass, no allocation per row.
 fn characters(rows: &[CatalogueRow]) -> Vec<String> {
     let mut ascii = [false; 128];
     let mut other = std::collections::BTreeSet::new();
