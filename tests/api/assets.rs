@@ -367,6 +367,27 @@ async fn short_searches_with_few_matches_find_every_match_and_follow_renames() {
     );
 }
 
+/// PostgreSQL plans searches by the catalogue's statistics (its sample of IDs and names, and
+/// the planner's estimates): an import that wrote a tenth of the catalogue or more leaves them
+/// fresh itself. Autovacuum would not analyze two rows (its threshold is 50), and may be off.
+#[tokio::test]
+async fn an_import_leaves_fresh_statistics_of_the_catalogue() {
+    if !on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let stats = "SELECT count(*) FROM pg_stats
+                 WHERE schemaname = current_schema() AND tablename = 'assets'
+                   AND attname IN ('id', 'name')";
+    let before: Vec<(i64,)> = raw_rows(&app.database_url, stats).await;
+    assert_eq!(before[0].0, 0, "no statistics before the first import");
+    let csv = "id,name,type\nA1,Red tent,image\nB2,Blue lamp,image\n";
+    assert_eq!(admin.import_csv(csv).await.status(), StatusCode::SEE_OTHER);
+    let after: Vec<(i64,)> = raw_rows(&app.database_url, stats).await;
+    assert_eq!(after[0].0, 2, "statistics of the IDs and names");
+}
+
 /// PostgreSQL with ICU's collation: its lower() folds a word-final Σ to ς, so a LIKE pattern
 /// folded apart from the row ("%zqΣ%" becomes "%zqς%") would miss the row's "zqσa". Rare short
 /// searches there walk the list instead of being looked up by the catalogue's characters.
