@@ -1080,6 +1080,9 @@ async fn plan_short_postgres(p: &sqlx::PgPool, q: &str) -> Result<Plan> {
             ..ALL_ROWS
         });
     }
+    if q.chars().count() != 2 || !q.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Ok(walk);
+    }
     let hits: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT id, name FROM assets LIMIT $2) AS s
          WHERE strpos(lower(s.id), lower($1)) > 0 OR strpos(lower(s.name), lower($1)) > 0",
@@ -1088,10 +1091,7 @@ async fn plan_short_postgres(p: &sqlx::PgPool, q: &str) -> Result<Plan> {
     .bind(SAMPLE_ROWS)
     .fetch_one(p)
     .await?;
-    if hits >= SAMPLE_FREQUENT
-        || q.chars().count() != 2
-        || !q.chars().all(|c| c.is_ascii_alphanumeric())
-    {
+    if hits >= SAMPLE_FREQUENT {
         return Ok(walk);
     }
     let alphabet: Vec<String> =

@@ -211,8 +211,6 @@ impl Store {
         report.tables = tables;
         if let super::Pool::Postgres(pool) = &target.pool {
             super::catalogue_import::analyze_assets(pool).await;
-        }
-        if target.backend() == Backend::Postgres {
             // Rows came with their ids: the identity columns continue after the largest.
             for table in [
                 "users",
@@ -226,7 +224,7 @@ impl Store {
                 let sql = format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
                 );
-                with_pool!(target, t => sqlx::query(&sql).execute(t).await.map(drop))?;
+                sqlx::query(&sql).execute(pool).await?;
             }
         }
         Ok(report)
