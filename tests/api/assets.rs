@@ -2,12 +2,6 @@ use crate::helpers::*;
 use reqwest::StatusCode;
 use scraper::Html;
 
-fn ids(html: &Html) -> Vec<String> {
-    html.select(&sel("tbody input[name=asset_id]"))
-        .map(|e| e.value().attr("value").unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn import_lists_searches_and_updates_assets() {
     let app = spawn_app().await;

@@ -220,6 +220,13 @@ pub fn sel(css: &str) -> Selector {
 }
 
 /// Text of every element matching `css`, trimmed.
+/// The asset IDs an asset list page shows, in its order (its rows' checkboxes).
+pub fn ids(html: &Html) -> Vec<String> {
+    html.select(&sel("tbody input[name=asset_id]"))
+        .map(|e| e.value().attr("value").unwrap().to_string())
+        .collect()
+}
+
 pub fn texts(html: &Html, css: &str) -> Vec<String> {
     html.select(&sel(css))
         .map(|e| e.text().collect::<String>().trim().to_string())

@@ -219,12 +219,7 @@ async fn copy_moves_an_embedded_installation_to_postgresql() {
         ("en", vec!["Tent"]),
         ("xq", vec![]),
     ] {
-        let html = b.page(&format!("/assets?q={q}")).await;
-        let found: Vec<String> = html
-            .select(&sel("tbody input[name=asset_id]"))
-            .map(|e| e.value().attr("value").unwrap().to_string())
-            .collect();
-        assert_eq!(found, want, "q={q}");
+        assert_eq!(ids(&b.page(&format!("/assets?q={q}")).await), want, "q={q}");
     }
     // New rows continue after the copied ids.
     let next = b
